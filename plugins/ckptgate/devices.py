@@ -1,0 +1,78 @@
+"""Which device a test runs on, and how many threads torch may use, per pytest-xdist worker.
+
+cpu and cuda run the same code with the device as a parameter; only the choice of device lives here.
+Each xdist worker takes one GPU by its worker index, and one share of the CPU cores: torch defaults to
+every core in every process, and two workers on two cores were measured 3x slower than one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ckptgate.errors import CheckError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def worker_index() -> int:
+    """0 for ``gw0`` (and outside xdist), 1 for ``gw1``..."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = name.removeprefix("gw")
+    return int(digits) if digits.isdigit() else 0
+
+
+def worker_count() -> int:
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
+    return int(count) if count.isdigit() and int(count) > 0 else 1
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_worker() -> int:
+    return max(1, cpu_count() // worker_count())
+
+
+_configured = False
+
+
+def configure_torch() -> None:
+    """Set torch's intra-op threads to this worker's share of the cores (once; only under xdist)."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        import torch
+
+        torch.set_num_threads(threads_per_worker())
+
+
+def device_kinds(choice: str) -> tuple[str, ...]:
+    """The device parameters of the forward test: both for ``auto`` so test ids are the same on every machine."""
+    return ("cpu", "cuda") if choice == "auto" else (choice,)
+
+
+def cuda_unavailable_reason() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA GPU visible (torch.cuda.is_available() is False); this machine checks on cpu only"
+    return None
+
+
+def resolve(kind: str) -> Any:
+    """A ``torch.device`` for ``"cpu"`` or ``"cuda"`` (``cuda:N``, N = worker index modulo GPU count)."""
+    import torch
+
+    if kind == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:  # was a ZeroDivisionError: say why instead
+            raise CheckError(f"cannot run on cuda: {cuda_unavailable_reason() or 'no CUDA GPU is visible'}")
+        return torch.device("cuda", worker_index() % count)
+    return torch.device(kind)

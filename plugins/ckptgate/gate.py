@@ -1,0 +1,287 @@
+"""The gate's data flow for one checkpoint: resolve config -> validate -> build -> load -> forward.
+
+Each stage runs at most once per checkpoint (and device) per process and remembers its outcome, so
+every check can be asked in any order, on any xdist worker, and gives the same answer. A stage whose
+prerequisite failed fails with a pointer to that root cause instead of running.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ckptgate import building, configs, devices, forward, loading, schema, targets
+from ckptgate.discovery import CheckpointRecord, Discovery, discover
+from ckptgate.documents import find_unloaded
+from ckptgate.errors import CheckError, describe_exception, first_line
+
+
+class Check(str, enum.Enum):
+    """The checks, in dependency order; the value names the test function ``test_<value>``."""
+
+    CONFIG_PRESENT = "config_present"
+    CONFIG_SCHEMA = "config_schema"
+    WEIGHTS_LOAD = "weights_load"
+    FORWARD = "forward"
+
+    @property
+    def test_name(self) -> str:
+        return f"test_{self.value}"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a check failed for a checkpoint: the root cause of every later failure too."""
+
+    check: Check
+    message: str
+
+
+class CheckFailed(CheckError):
+    """A check failed, either itself (``root.check == check``) or because an earlier one did."""
+
+    def __init__(self, check: Check, root: Failure, relpath: str) -> None:
+        self.check, self.root, self.relpath = check, root, relpath
+        if root.check is check:
+            text = root.message
+        else:
+            text = f"blocked by {root.check.test_name}[{relpath}]: {first_line(root.message)}"
+        super().__init__(text)
+
+    @property
+    def is_root(self) -> bool:
+        return self.root.check is self.check
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Everything the gate needs to know, already validated (see ``plugin.settings_from``)."""
+
+    outputs_dir: Path
+    rootdir: Path
+    device: str = "auto"
+    schema_path: Path | None = None
+    model_factory: str | None = None
+    input_shape: tuple[int, ...] = forward.DEFAULT_INPUT_SHAPE
+    trust_pickle: bool = False
+    target_allow: tuple[str, ...] = ()
+    safe_globals: tuple[str, ...] = ()
+
+    @property
+    def allowed_targets(self) -> tuple[str, ...]:
+        """User prefixes plus the factory's top-level package (its own code is trusted already)."""
+        allowed = list(self.target_allow)
+        if self.model_factory:
+            allowed.append(self.model_factory.split(":")[0].split(".")[0])
+        return tuple(dict.fromkeys(allowed))
+
+
+@dataclass(frozen=True)
+class ValidConfig:
+    """A config whose model section passed the schema and cross-field checks."""
+
+    resolved: configs.ResolvedConfig
+    model: dict[str, Any]
+
+
+@dataclass
+class LoadedModel:
+    """A model with the checkpoint's weights loaded strictly, on one device."""
+
+    model: Any
+    checkpoint: Any  # the object torch.save wrote (memory-mapped tensors)
+    report: loading.LoadReport
+    how: str  # how the model was built, for messages
+    device: Any
+
+    def describe(self) -> str:
+        ignored = f"; ignored {len(self.report.ignored)} keys outside it" if self.report.ignored else ""
+        prefix = f"prefix {self.report.prefix!r}" if self.report.prefix else "no prefix"
+        return f"{self.report.loaded} tensors loaded strictly into {self.how} ({prefix}{ignored})"
+
+
+_MISSING = object()
+
+
+@dataclass
+class Gate:
+    """One process's view of the outputs tree; cheap results are kept, models only for the latest ones."""
+
+    settings: GateSettings
+    hook: Any = None  # pytest's hook relay (``config.hook``), or None outside pytest
+    keep_models: int = 2  # cpu + cuda of the checkpoint under test: memory stays one model deep
+    _discovery: Discovery | None = field(default=None, repr=False)
+    _schema: schema.SchemaChecker | None = field(default=None, repr=False)
+    _outcomes: dict[tuple[str, Check, str], Any] = field(default_factory=dict, repr=False)
+    _models: OrderedDict[tuple[str, str], LoadedModel] = field(default_factory=OrderedDict, repr=False)
+
+    # -- discovery ------------------------------------------------------------------------------------
+    def discovery(self) -> Discovery:
+        if self._discovery is None:
+            self._discovery = discover(self.settings.outputs_dir)
+        return self._discovery
+
+    @property
+    def schema_checker(self) -> schema.SchemaChecker:
+        if self._schema is None:
+            self._schema = schema.SchemaChecker(self.settings.schema_path)
+        return self._schema
+
+    # -- memoized stages ------------------------------------------------------------------------------
+    def _stage(self, ckpt: CheckpointRecord, check: Check, device: str, run: Any) -> Any:
+        key = (ckpt.relpath, check, device)
+        outcome = self._outcomes.get(key, _MISSING)
+        if outcome is _MISSING:
+            try:
+                outcome = run()
+            except CheckFailed as exc:  # a prerequisite failed: remember its root cause
+                outcome = exc.root
+            except CheckError as exc:
+                outcome = Failure(check, exc.message)
+            self._outcomes[key] = outcome
+        if isinstance(outcome, Failure):
+            raise CheckFailed(check, outcome, ckpt.relpath)
+        return outcome
+
+    def failure(self, ckpt: CheckpointRecord) -> Failure | None:
+        """The root cause recorded for a checkpoint so far, earliest check first (None if none yet)."""
+        found = [o for (rel, _, _), o in self._outcomes.items() if rel == ckpt.relpath and isinstance(o, Failure)]
+        order = list(Check)
+        return min(found, key=lambda f: order.index(f.check)) if found else None
+
+    def config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig:
+        """Stage 1: a config document was found and read."""
+        return self._stage(
+            ckpt, Check.CONFIG_PRESENT, "", lambda: configs.resolve_config(ckpt, self.settings.outputs_dir)
+        )
+
+    def validated(self, ckpt: CheckpointRecord) -> ValidConfig:
+        """Stage 2: the model section exists, fits the schema and the cross-field rules, names safe targets."""
+
+        def run() -> ValidConfig:
+            resolved = self.config(ckpt)
+            if resolved.model_key is None:
+                keys = ", ".join(map(str, list(resolved.data)[:10])) or "none"
+                raise CheckError(
+                    f"$.model: {resolved.where} has no `model` section (top-level keys: {keys}); inference "
+                    "needs one to rebuild the network"
+                )
+            section = resolved.model
+            base = f"$.{resolved.model_key}"
+            errors = [f"{path}: a Python object tag that was not loaded" for path in find_unloaded(section, base)]
+            errors += targets.target_errors(section, self.settings.allowed_targets, base=base)
+            errors += self.schema_checker.errors(section, base)
+            if not errors:  # cross-field rules assume a well-typed section
+                errors += schema.cross_field_errors(section, base)
+            if not errors:  # a family's rules assume the generic ones hold
+                errors += self._hook_validation(section, ckpt)
+            if len(errors) == 1:
+                raise CheckError(f"{resolved.where}: {errors[0]}")
+            if errors:
+                shown = "\n  ".join(errors[:20])
+                more = f"\n  … and {len(errors) - 20} more" if len(errors) > 20 else ""
+                raise CheckError(
+                    f"{resolved.where}: {len(errors)} problems in the model section, first: {errors[0]}\n"
+                    f"  {shown}{more}"
+                )
+            assert section is not None
+            return ValidConfig(resolved, section)
+
+        return self._stage(ckpt, Check.CONFIG_SCHEMA, "", run)
+
+    def _hook_validation(self, section: dict[str, Any], ckpt: CheckpointRecord) -> list[str]:
+        if self.hook is None:
+            return []
+        try:
+            results = self.hook.pytest_ckptgate_validate_config(model_config=section, checkpoint=ckpt)
+        except Exception as exc:
+            return [f"pytest_ckptgate_validate_config hook raised {describe_exception(exc)}"]
+        return [str(message) for result in results for message in (result or [])]
+
+    def loaded(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> LoadedModel:
+        """Stage 3: the model is built and the weights load strictly (on ``device_kind``)."""
+        cached = self._models.get((ckpt.relpath, device_kind))
+        if cached is not None:
+            self._models.move_to_end((ckpt.relpath, device_kind))
+            return cached
+        # cuda is reached from the forward check; its failures are that check's, after cpu loaded fine.
+        check = Check.WEIGHTS_LOAD if device_kind == "cpu" else Check.FORWARD
+
+        def run() -> bool:
+            valid = self.validated(ckpt)
+            if device_kind != "cpu":
+                self.loaded(ckpt, "cpu")
+            self._keep(ckpt, device_kind, self._load(ckpt, valid, device_kind))
+            return True
+
+        self._stage(ckpt, check, f"load@{device_kind}", run)
+        cached = self._models.get((ckpt.relpath, device_kind))
+        if cached is None:  # succeeded earlier, evicted since: load again (cannot fail differently)
+            valid = self.validated(ckpt)
+            cached = self._keep(ckpt, device_kind, self._load(ckpt, valid, device_kind))
+        return cached
+
+    def _keep(self, ckpt: CheckpointRecord, device_kind: str, loaded: LoadedModel) -> LoadedModel:
+        self._models[(ckpt.relpath, device_kind)] = loaded
+        while len(self._models) > self.keep_models:
+            self._models.popitem(last=False)
+        return loaded
+
+    def _load(self, ckpt: CheckpointRecord, valid: ValidConfig, device_kind: str) -> LoadedModel:
+        devices.configure_torch()
+        device = devices.resolve(device_kind)
+        try:
+            obj = loading.read_checkpoint(
+                ckpt.path,
+                map_location=device,
+                trust_pickle=self.settings.trust_pickle,
+                extra_safe_globals=self.settings.safe_globals,
+            )
+            state_dict = loading.state_dict_of(obj)
+        except CheckError as exc:  # these messages are about the file: name it
+            raise CheckError(f"{ckpt.relpath} {exc.message}") from None
+        model, how = building.build_model(
+            valid.model,
+            ckpt,
+            hook=self.hook,
+            factory=self.settings.model_factory,
+            rootdir=self.settings.rootdir,
+        )
+        try:
+            model = model.to(device)
+        except Exception as exc:
+            raise CheckError(f"moving the model to {device} failed: {describe_exception(exc)}") from None
+        report = loading.load_weights(model, state_dict, how=f"the model built by {how}")
+        model.eval()
+        return LoadedModel(model, obj, report, how, device)
+
+    def inputs(self, ckpt: CheckpointRecord, loaded: LoadedModel) -> Any:
+        """The forward input: a ``pytest_ckptgate_make_input`` hook's, else a dummy batch of the set shape."""
+        if self.hook is not None:
+            from omegaconf import OmegaConf
+
+            valid = self.validated(ckpt)
+            try:
+                custom = self.hook.pytest_ckptgate_make_input(
+                    model=loaded.model,
+                    config=OmegaConf.create(valid.resolved.data),
+                    checkpoint=ckpt,
+                    device=loaded.device,
+                )
+            except Exception as exc:
+                raise CheckError(f"pytest_ckptgate_make_input hook raised {describe_exception(exc)}") from None
+            if custom is not None:
+                return custom
+        return forward.dummy_input(self.settings.input_shape, loaded.device)
+
+    def forward(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> forward.ForwardReport:
+        """Stage 4: one forward pass gives finite, batch-sized tensors."""
+
+        def run() -> forward.ForwardReport:
+            loaded = self.loaded(ckpt, device_kind)
+            return forward.run_forward(loaded.model, self.inputs(ckpt, loaded), loaded.device)
+
+        return self._stage(ckpt, Check.FORWARD, device_kind, run)

@@ -1,0 +1,363 @@
+"""The pytest layer: options, parametrization by checkpoint, public fixtures, failure reports, summary.
+
+Thin on purpose: every decision is made by the plain functions behind :class:`ckptgate.gate.Gate`.
+Importing this module (which pytest does in every project where the plugin is installed) imports
+neither torch nor the user's model code; nothing happens until a test asks for the ``checkpoint`` fixture.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptgate import devices, report
+from ckptgate.building import FactorySpecError, parse_factory_spec
+from ckptgate.discovery import CheckpointRecord, Discovery
+from ckptgate.errors import first_line
+from ckptgate.forward import DEFAULT_INPUT_SHAPE, parse_shape
+from ckptgate.gate import Check, CheckFailed, Gate, GateSettings
+from ckptgate.schema import SchemaChecker, SchemaFileError
+
+GATE_KEY = pytest.StashKey[Gate]()
+SUMMARY_KEY = pytest.StashKey[report.Summary]()
+DEFAULT_OUTPUTS = "outputs"
+
+
+class CkptgateDiscoveryWarning(pytest.PytestWarning):
+    """Something under the outputs dir may hide checkpoints (unreadable folder, symlink loop, odd name)."""
+
+
+def gate_failed(failure: CheckFailed) -> BaseException:
+    """pytest's own failure, shown as the message alone (no traceback), carrying the root cause for reports."""
+    error = pytest.fail.Exception(str(failure), pytrace=False)
+    error.ckptgate_failure = failure  # type: ignore[attr-defined]
+    return error
+
+
+# -- options ---------------------------------------------------------------------------------------------
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from ckptgate import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ckptgate", "checkpoint gate (pytest-ckptgate)")
+
+    def option(flag: str, ini: str, help: str, ini_type: str = "string", default: Any = None, **kw: Any) -> None:
+        group.addoption(flag, dest=ini, default=None if ini_type != "linelist" else [], help=help, **kw)
+        parser.addini(ini, help=help, type=ini_type, default=default)  # type: ignore[arg-type]
+
+    option(
+        "--ckpt-outputs",
+        "ckpt_outputs",
+        f"outputs directory to search for *.ckpt (default: {DEFAULT_OUTPUTS})",
+        default=DEFAULT_OUTPUTS,
+        metavar="DIR",
+    )
+    option(
+        "--ckpt-device",
+        "ckpt_device",
+        "devices for the forward check: auto (cpu, and cuda when a GPU is visible), cpu or cuda",
+        default="auto",
+        choices=devices.DEVICE_CHOICES,
+    )
+    option("--ckpt-schema", "ckpt_schema", "JSON Schema for the model section (default: bundled)", metavar="PATH")
+    option(
+        "--ckpt-model-factory",
+        "ckpt_model_factory",
+        "callable that builds a model from the model section (a DictConfig)",
+        metavar="MODULE:CALLABLE",
+    )
+    option(
+        "--ckpt-input-shape",
+        "ckpt_input_shape",
+        "shape of the dummy forward input (default: 1,3,64,64)",
+        default=",".join(map(str, DEFAULT_INPUT_SHAPE)),
+        metavar="N,C,H,W",
+    )
+    option(
+        "--ckpt-target-allow",
+        "ckpt_target_allow",
+        "module prefix a config's _target_ may import from (repeatable; the factory's package is allowed)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="PREFIX",
+    )
+    option(
+        "--ckpt-safe-globals",
+        "ckpt_safe_globals",
+        "extra module.Name a checkpoint's pickle may reference when loaded weights-only (repeatable)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="MODULE.NAME",
+    )
+    group.addoption(
+        "--ckpt-trust-pickle",
+        dest="ckpt_trust_pickle",
+        action="store_true",
+        default=None,
+        help="load checkpoints with weights_only=False: lets a checkpoint's pickle RUN CODE; only for files you trust",
+    )
+    parser.addini("ckpt_trust_pickle", type="bool", default=False, help="see --ckpt-trust-pickle (runs pickled code)")
+
+
+def _path(config: pytest.Config, name: str) -> Path | None:
+    """A path option: relative to the invocation dir on the command line, to the ini file's dir in ini."""
+    cli = config.getoption(name)
+    if cli:
+        return Path(config.invocation_params.dir, cli).resolve()
+    ini = config.getini(name)
+    if not ini:
+        return None
+    base = config.inipath.parent if config.inipath else config.rootpath
+    return Path(base, ini).resolve()
+
+
+def _value(config: pytest.Config, name: str) -> Any:
+    cli = config.getoption(name)
+    return cli if cli not in (None, []) else config.getini(name)
+
+
+def settings_from(config: pytest.Config) -> GateSettings:
+    """Read and validate every option once; a bad value is a usage error naming the option."""
+    device = _value(config, "ckpt_device") or "auto"
+    if device not in devices.DEVICE_CHOICES:
+        raise pytest.UsageError(f"ckpt_device = {device!r}: expected one of {', '.join(devices.DEVICE_CHOICES)}")
+    factory = _value(config, "ckpt_model_factory") or None
+    try:
+        if factory:
+            parse_factory_spec(factory)
+        shape = parse_shape(str(_value(config, "ckpt_input_shape")))
+    except (FactorySpecError, ValueError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return GateSettings(
+        outputs_dir=_path(config, "ckpt_outputs") or Path(config.rootpath, DEFAULT_OUTPUTS),
+        rootdir=config.rootpath,
+        device=device,
+        schema_path=_path(config, "ckpt_schema"),
+        model_factory=factory,
+        input_shape=shape,
+        trust_pickle=bool(config.getoption("ckpt_trust_pickle") or config.getini("ckpt_trust_pickle")),
+        target_allow=tuple(_value(config, "ckpt_target_allow") or ()),
+        safe_globals=tuple(_value(config, "ckpt_safe_globals") or ()),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings = settings_from(config)
+    gate = Gate(settings, hook=config.hook)
+    if settings.schema_path is not None:  # a broken user schema is reported once, at start-up
+        try:
+            gate._schema = SchemaChecker(settings.schema_path)
+        except SchemaFileError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    config.stash[GATE_KEY] = gate
+    summary = config.stash[SUMMARY_KEY] = report.Summary()
+    config.pluginmanager.register(_SummaryCollector(summary), "ckptgate-summary")
+
+
+def gate_of(config: pytest.Config) -> Gate:
+    """The session's :class:`Gate` (for plugins and conftest hooks that need the settings or caches)."""
+    return config.stash[GATE_KEY]
+
+
+# -- parametrization ---------------------------------------------------------------------------------
+def _discovery(gate: Gate) -> Discovery:
+    root = gate.settings.outputs_dir
+    try:
+        found = gate.discovery()
+    except FileNotFoundError:
+        pytest.fail(
+            f"ckptgate: outputs directory {root} does not exist; pass --ckpt-outputs DIR or set "
+            "`ckpt_outputs` in your pytest ini",
+            pytrace=False,
+        )
+    except NotADirectoryError:
+        pytest.fail(f"ckptgate: --ckpt-outputs {root} is a file, not a directory", pytrace=False)
+    if not getattr(gate, "_warned", False):
+        gate._warned = True  # type: ignore[attr-defined]
+        for problem in found.problems:
+            warnings.warn(CkptgateDiscoveryWarning(f"ckptgate discovery: {problem}"), stacklevel=1)
+    return found
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "checkpoint" not in metafunc.fixturenames:
+        return
+    gate = gate_of(metafunc.config)
+    found = _discovery(gate)
+    if found.checkpoints:
+        # Session scope makes pytest run every check of one checkpoint before moving to the next,
+        # so a loaded checkpoint and model are reused across its checks and memory stays one model deep.
+        metafunc.parametrize(
+            "checkpoint",
+            found.checkpoints,
+            ids=[record.relpath for record in found.checkpoints],
+            indirect=True,
+            scope="session",
+        )
+    else:
+        reason = f"no *.ckpt files under {found.root}"
+        metafunc.parametrize("checkpoint", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["none"])
+    if "ckpt_device" in metafunc.fixturenames:
+        kinds = devices.device_kinds(gate.settings.device)
+        metafunc.parametrize("ckpt_device", kinds, ids=list(kinds), indirect=True)
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+class GateRunner:
+    """The pytest face of :class:`Gate`: the same stages, raising one-line test failures."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+        self.settings = gate.settings
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        try:
+            return method(*args)
+        except CheckFailed as exc:
+            raise gate_failed(exc) from None
+
+    def config(self, checkpoint: CheckpointRecord) -> Any:
+        return self._call(self.gate.config, checkpoint)
+
+    def validated(self, checkpoint: CheckpointRecord) -> Any:
+        return self._call(self.gate.validated, checkpoint)
+
+    def loaded(self, checkpoint: CheckpointRecord, device_kind: str = "cpu") -> Any:
+        return self._call(self.gate.loaded, checkpoint, device_kind)
+
+    def forward(self, checkpoint: CheckpointRecord, device_kind: str = "cpu") -> Any:
+        return self._call(self.gate.forward, checkpoint, device_kind)
+
+    def inputs(self, checkpoint: CheckpointRecord, device_kind: str = "cpu") -> Any:
+        return self._call(lambda: self.gate.inputs(checkpoint, self.gate.loaded(checkpoint, device_kind)))
+
+
+@pytest.fixture(scope="session")
+def ckpt_gate(pytestconfig: pytest.Config) -> GateRunner:
+    """The session's gate: run any stage for a checkpoint (``config``, ``validated``, ``loaded``, ``forward``)."""
+    return GateRunner(gate_of(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(request: pytest.FixtureRequest) -> CheckpointRecord:
+    """The :class:`~ckptgate.discovery.CheckpointRecord` under test; ckptgate parametrizes it."""
+    if not hasattr(request, "param"):
+        pytest.fail("the `checkpoint` fixture is parametrized by ckptgate; do not call it directly", pytrace=False)
+    return request.param
+
+
+@pytest.fixture
+def ckpt_device(request: pytest.FixtureRequest, ckpt_gate: GateRunner) -> Any:
+    """The ``torch.device`` of a forward check; cuda skips with a reason where no GPU is visible."""
+    kind = getattr(request, "param", "cpu")
+    if kind == "cuda":
+        reason = devices.cuda_unavailable_reason()
+        if reason is not None:
+            if ckpt_gate.settings.device == "cuda":
+                pytest.fail(f"--ckpt-device cuda was asked for, but {reason}", pytrace=False)
+            pytest.skip(reason)
+    return devices.resolve(kind)
+
+
+@pytest.fixture
+def ckpt_config(checkpoint: CheckpointRecord, ckpt_gate: GateRunner) -> Any:
+    """The checkpoint's :class:`~ckptgate.configs.ResolvedConfig` (source, path, whole document)."""
+    return ckpt_gate.config(checkpoint)
+
+
+@pytest.fixture
+def ckpt_model_config(checkpoint: CheckpointRecord, ckpt_gate: GateRunner) -> Any:
+    """The validated model section as an ``omegaconf.DictConfig``, as a model factory receives it."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(ckpt_gate.validated(checkpoint).model)
+
+
+@pytest.fixture
+def ckpt_loaded(checkpoint: CheckpointRecord, ckpt_gate: GateRunner) -> Any:
+    """The :class:`~ckptgate.gate.LoadedModel` on cpu: model, raw checkpoint dict and load report."""
+    return ckpt_gate.loaded(checkpoint)
+
+
+@pytest.fixture
+def ckpt_model(ckpt_loaded: Any) -> Any:
+    """The model with the checkpoint's weights loaded strictly, on cpu, in eval mode."""
+    return ckpt_loaded.model
+
+
+@pytest.fixture
+def ckpt_state_dict(ckpt_loaded: Any) -> Any:
+    """The checkpoint's raw ``state_dict`` (with the wrapper's ``model.`` prefix), read weights-only."""
+    from ckptgate.loading import state_dict_of
+
+    return state_dict_of(ckpt_loaded.checkpoint)
+
+
+@pytest.fixture
+def ckpt_input(checkpoint: CheckpointRecord, ckpt_gate: GateRunner) -> Any:
+    """The forward input the gate uses for this checkpoint (on cpu)."""
+    return ckpt_gate.inputs(checkpoint)
+
+
+# -- reports -----------------------------------------------------------------------------------------
+def _check_label(item: pytest.Item) -> str:
+    name = getattr(item, "originalname", item.name).removeprefix("test_")
+    callspec = getattr(item, "callspec", None)
+    device = callspec.params.get("ckpt_device") if callspec is not None else None
+    return f"{name}[{device}]" if device else name
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+    rep = yield
+    callspec = getattr(item, "callspec", None)
+    record = callspec.params.get("checkpoint") if callspec is not None else None
+    if not isinstance(record, CheckpointRecord):
+        return rep
+    rep.user_properties.append((report.CKPT, record.relpath))
+    rep.user_properties.append((report.CHECK, _check_label(item)))
+    failure = getattr(call.excinfo.value, "ckptgate_failure", None) if call.excinfo is not None else None
+    if isinstance(failure, CheckFailed):
+        root = failure.root
+        rep.user_properties.append((report.ROOT_CHECK, root.check.value))
+        rep.user_properties.append((report.ROOT_CAUSE, first_line(root.message)))
+    elif rep.failed and call.excinfo is not None:  # a user's own check, or a fixture that failed
+        rep.user_properties.append((report.ROOT_CHECK, _check_label(item)))
+        cause = str(call.excinfo.value).strip() or call.excinfo.exconly()
+        rep.user_properties.append((report.ROOT_CAUSE, first_line(cause)))
+    return rep
+
+
+class _SummaryCollector:
+    """Registered per config (as pytest's own reporters are) so the logreport hook reaches its summary."""
+
+    def __init__(self, summary: report.Summary) -> None:
+        self.summary = summary
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.summary.add(report.user_properties, report.when or "call", report.outcome, report.nodeid)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Iterator[None]:
+    """Per-checkpoint verdicts, printed last: after pytest's short test summary, before its final line."""
+    result = yield
+    summary = config.stash.get(SUMMARY_KEY, None)
+    if hasattr(config, "workerinput") or summary is None or not summary.verdicts:
+        return result
+    terminalreporter.write_sep("=", "ckptgate")
+    for line in summary.lines(verbose=config.get_verbosity() > 0):
+        terminalreporter.write_line(line)
+    return result
+
+
+__all__ = ["GATE_KEY", "Check", "CkptgateDiscoveryWarning", "GateRunner", "gate_failed", "gate_of"]

@@ -1,0 +1,389 @@
+"""The plugin end to end with pytester: real Lightning checkpoints, the shipped checks, real options."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import model_section
+
+CHECKS = ("--pyargs", "ckptgate.checks")
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*CHECKS, "-rA", *args)
+
+
+def outcomes_by_id(result: pytest.RunResult) -> dict[str, str]:
+    """test id (``test_forward[x-cpu]``) -> PASSED/FAILED/SKIPPED/ERROR, from the in-process run's reports."""
+    found: dict[str, str] = {}
+    for rep in result.reprec.getreports("pytest_runtest_logreport"):  # type: ignore[attr-defined]
+        name = rep.nodeid.split("::", 1)[1]
+        if rep.when == "call":
+            found[name] = rep.outcome.upper()
+        elif rep.outcome != "passed":
+            found[name] = "SKIPPED" if rep.skipped else ("ERROR" if rep.when == "setup" else found.get(name, "ERROR"))
+    return found
+
+
+def test_usable_checkpoint_passes_every_check_and_ids_are_relative_paths(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    gate_tree("run_20251016_101500/checkpoints/best.ckpt", {"model": model_section()})
+    result = run(pytester)
+    result.assert_outcomes(passed=4, skipped=1)
+    assert outcomes_by_id(result) == {
+        "test_config_present[run_20251016_101500/checkpoints/best.ckpt]": "PASSED",
+        "test_config_schema[run_20251016_101500/checkpoints/best.ckpt]": "PASSED",
+        "test_weights_load[run_20251016_101500/checkpoints/best.ckpt]": "PASSED",
+        "test_forward[run_20251016_101500/checkpoints/best.ckpt-cpu]": "PASSED",
+        "test_forward[run_20251016_101500/checkpoints/best.ckpt-cuda]": "SKIPPED",
+    }
+    result.stdout.fnmatch_lines(["*no CUDA GPU visible*", "*1 checkpoint(s) checked: 1 usable, 0 unusable*"])
+
+
+def test_missing_config_fails_every_check_with_a_pointer_to_the_root_cause(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    gate_tree("exp_20251017_215423/checkpoints/last.ckpt")
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(failed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*no config found for exp_20251017_215423/checkpoints/last.ckpt; run pytest with --fix*",
+            "*exp_20251017_215423/checkpoints/last.config.json*",
+            "*exp_20251017_215423/.hydra/config.yaml*",
+            "*blocked by test_config_present[[]exp_20251017_215423/checkpoints/last.ckpt[]]: no config found*",
+        ]
+    )
+    # Grouped by checkpoint with its root cause, after pytest's own summary.
+    result.stdout.fnmatch_lines(
+        [
+            "*= ckptgate =*",
+            "*1 checkpoint(s) checked: 0 usable, 1 unusable",
+            "*UNUSABLE exp_20251017_215423/checkpoints/last.ckpt",
+            "*config_present: no config found*",
+        ]
+    )
+
+
+def test_selecting_only_forward_still_fails_when_the_config_is_missing(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    """A `-k forward` CI gate must not go green because an earlier check would have failed."""
+    gate_tree("exp/checkpoints/best.ckpt")
+    result = run(pytester, "-k", "forward and cpu")
+    result.assert_outcomes(failed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_schema_errors_name_the_json_path(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    bad = model_section(encoder={"name": "x", "params": {"in_channels": "abc"}})
+    gate_tree("exp/checkpoints/best.ckpt", {"model": bad})
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=1, failed=3)
+    result.stdout.fnmatch_lines(["*$.model.encoder.params.in_channels: 'abc' is not of type 'integer'*"])
+    result.stdout.fnmatch_lines(["*test_weights_load*", "*blocked by test_config_schema*"])
+
+
+def test_target_outside_the_allowlist_fails_before_anything_is_imported(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    marker = pytester.path / "IMPORTED"
+    pytester.makepyfile(evilmod=f"open({str(marker)!r}, 'w').close()\nclass Net: pass\n")
+    gate_tree("exp/checkpoints/best.ckpt", {"model": model_section(_target_="evilmod.Net")})
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.stdout.fnmatch_lines(["*`_target_` 'evilmod.Net' is outside the allowed module prefixes (mymodels)*"])
+    assert not marker.exists()
+
+
+def test_weights_that_do_not_fit_list_the_keys(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("exp/checkpoints/best.ckpt", {"model": model_section(width=8)})
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*weights do not fit the model built by factory mymodels:build (checkpoint prefix 'model.'): "
+            "0 missing, 0 unexpected, 3 shape-mismatched keys*",
+            "*body.0.weight: checkpoint [[]4, 3, 3, 3[]] vs model [[]8, 3, 3, 3[]]*",
+        ]
+    )
+
+
+def test_nan_weights_fail_only_the_forward_check(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
+) -> None:
+    import torch
+
+    checkpoint = torch.load(lightning_ckpt, weights_only=False)
+    checkpoint["state_dict"]["model.body.2.bias"].fill_(float("nan"))
+    diverged = pytester.path / "diverged.ckpt"
+    torch.save(checkpoint, diverged)
+    gate_tree("exp/checkpoints/last.ckpt", {"model": model_section()}, source=diverged)
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*output[[]'logits'[]] has * non-finite values (* NaN, 0 Inf)*diverged or corrupt weights?"]
+    )
+
+
+def test_a_pickle_payload_is_refused_named_and_never_run(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
+) -> None:
+    import torch
+
+    marker = pytester.path / "PWNED"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    checkpoint = torch.load(lightning_ckpt, weights_only=False)
+    checkpoint["callbacks"] = {"ModelCheckpoint": {"best_model_path": Payload()}}
+    evil = pytester.path / "evil.ckpt"
+    torch.save(checkpoint, evil)
+    gate_tree("exp/checkpoints/best.ckpt", {"model": model_section()}, source=evil)
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["*refused to load*posix.system*Nothing in the file was executed*"])
+    assert not marker.exists()
+
+
+def test_cuda_asked_for_on_a_machine_without_one_fails_clearly(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    gate_tree("exp/checkpoints/best.ckpt", {"model": model_section()})
+    result = run(pytester, "--ckpt-device", "cuda", "-k", "forward")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*--ckpt-device cuda was asked for, but no CUDA GPU visible*"])
+
+
+def test_device_cpu_collects_no_cuda_variant(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    result = pytester.runpytest(*CHECKS, "--collect-only", "-q", "--ckpt-device", "cpu")
+    result.stdout.fnmatch_lines(["*test_forward[[]a/best.ckpt-cpu[]]"])
+    result.stdout.no_fnmatch_line("*-cuda]*")
+
+
+def test_conftest_hooks_build_validate_and_feed_the_model(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    """A user's conftest builds the model, adds a family rule and supplies the input: no factory needed."""
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nckpt_target_allow = mymodels\n")
+    pytester.makeconftest(
+        """
+        import torch
+        import mymodels
+        calls = []
+
+        def pytest_ckptgate_build_model(config, checkpoint):
+            calls.append(("build", checkpoint.relpath, config.width))
+            return mymodels.Net(config)
+
+        def pytest_ckptgate_validate_config(model_config, checkpoint):
+            if model_config["width"] > 6:
+                return [f"$.model.width: {model_config['width']} is too wide for this family"]
+
+        def pytest_ckptgate_make_input(model, config, checkpoint, device):
+            calls.append(("input", config.model.width))
+            return torch.zeros(3, 3, 8, 8, device=device)
+
+        def pytest_sessionfinish(session):
+            print("CALLS", calls)
+        """
+    )
+    gate_tree("ok/best.ckpt", {"model": model_section()})
+    gate_tree("wide/best.ckpt", {"model": model_section(width=8)})
+    result = run(pytester, "--ckpt-device", "cpu", "-s")
+    result.stdout.fnmatch_lines(["*$.model.width: 8 is too wide for this family*"])
+    result.stdout.fnmatch_lines(["*CALLS [[]('build', 'ok/best.ckpt', 4), ('input', 4)[]]"])
+    assert outcomes_by_id(result)["test_forward[ok/best.ckpt-cpu]"] == "PASSED"
+    assert outcomes_by_id(result)["test_config_schema[wide/best.ckpt]"] == "FAILED"
+
+
+def test_hydra_instantiate_is_used_when_no_factory_or_hook(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    import torch
+
+    pytester.makeini("[pytest]\naddopts = -p no:cacheprovider\nckpt_target_allow = torch.nn\n")
+    linear = torch.nn.Linear(4, 2)
+    weights = pytester.path / "linear.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in linear.state_dict().items()}}, weights)
+    config = {"model": {"_target_": "torch.nn.Linear", "in_features": 4, "out_features": 2}}
+    gate_tree("lin/best.ckpt", config, source=weights)
+    result = run(pytester, "--ckpt-device", "cpu", "--ckpt-input-shape", "5,4")
+    result.assert_outcomes(passed=4)
+
+
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    result = pytester.runpytest(*CHECKS, "--ckpt-model-factory", "not a spec")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-model-factory 'not a spec': expected `module:callable`*"])
+    result = pytester.runpytest(*CHECKS, "--ckpt-input-shape", "1,x")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-input-shape '1,x': expected positive integers like 1,3,64,64*"])
+    (pytester.path / "schema.json").write_text("{not json")
+    result = pytester.runpytest(*CHECKS, "--ckpt-schema", "schema.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*schema.json: not valid JSON*"])
+
+
+def test_missing_outputs_dir_is_reported_and_empty_one_skips(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "nowhere")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*ckptgate: outputs directory *nowhere does not exist; pass --ckpt-outputs DIR*"])
+    (pytester.path / "empty").mkdir()
+    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "empty", "-rs")
+    result.stdout.fnmatch_lines(["*no [*].ckpt files under *empty*"])
+    assert result.ret == pytest.ExitCode.OK
+
+
+def test_user_schema_replaces_the_bundled_one(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    schema = {"type": "object", "required": ["width", "depth"]}
+    (pytester.path / "schema.json").write_text(json.dumps(schema))
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    result = run(pytester, "--ckpt-schema", "schema.json", "-k", "schema")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*$.model: 'depth' is a required property*"])
+
+
+def test_discovery_problems_are_warnings_not_crashes(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    (pytester.path / "outputs" / "a" / "loop").symlink_to(pytester.path / "outputs")
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*CkptgateDiscoveryWarning: ckptgate discovery: a/loop: symlink loop*"])
+
+
+def test_config_source_is_recorded_in_junit_xml(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    run(pytester, "--ckpt-device", "cpu", "--junitxml", "out.xml")
+    xml = (pytester.path / "out.xml").read_text()
+    assert '<property name="config_source" value="sidecar: a/best.config.json" />' in xml
+    assert '<property name="ckpt" value="a/best.ckpt" />' in xml
+
+
+def test_user_checks_reuse_the_public_fixtures(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    gate_tree("b/best.ckpt")
+    pytester.makepyfile(
+        test_mine="""
+        import torch
+
+        def test_head_width(checkpoint, ckpt_model_config, ckpt_model, ckpt_state_dict, ckpt_input):
+            assert ckpt_model_config.width == 4
+            assert not ckpt_model.training
+            assert "model.body.0.weight" in ckpt_state_dict
+            assert ckpt_input.shape == (1, 3, 64, 64)
+        """
+    )
+    result = pytester.runpytest("test_mine.py", "-rA")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of test_head_width[[]b/best.ckpt[]]*", "*no config found*"])
+
+
+def junit_outcomes(path: Path) -> dict[str, str]:
+    """testcase name -> passed/failed/skipped/error, from a JUnit XML file (works for subprocess runs)."""
+    import xml.etree.ElementTree as ET
+
+    found: dict[str, str] = {}
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = child.tag
+        found[case.get("name", "")] = outcome
+    return found
+
+
+def mixed_tree(gate_tree: Callable[..., Path], pytester: pytest.Pytester, lightning_ckpt: Path) -> None:
+    import torch
+
+    gate_tree("good_20251016_101500/checkpoints/best.ckpt", {"model": model_section()})
+    gate_tree("good_20251016_101500/checkpoints/last.ckpt", {"model": model_section()})
+    gate_tree("noconfig_20251017_215423/checkpoints/best.ckpt")
+    gate_tree("wide_20251018_023219/checkpoints/best.ckpt", {"model": model_section(width=8)})
+    checkpoint = torch.load(lightning_ckpt, weights_only=False)
+    checkpoint["state_dict"]["model.body.0.weight"].fill_(float("inf"))
+    torch.save(checkpoint, pytester.path / "inf.ckpt")
+    gate_tree("diverged/last.ckpt", {"model": model_section()}, source=pytester.path / "inf.ckpt")
+
+
+def test_xdist_gives_the_same_outcomes_as_a_serial_run(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
+) -> None:
+    mixed_tree(gate_tree, pytester, lightning_ckpt)
+    serial = pytester.runpytest_subprocess(*CHECKS, "--junitxml", "serial.xml")
+    parallel = pytester.runpytest_subprocess(*CHECKS, "-n", "2", "--junitxml", "parallel.xml")
+    assert serial.ret == parallel.ret == pytest.ExitCode.TESTS_FAILED
+    expected = junit_outcomes(pytester.path / "serial.xml")
+    assert len(expected) == 5 * 5
+    assert junit_outcomes(pytester.path / "parallel.xml") == expected
+    assert expected["test_forward[diverged/last.ckpt-cpu]"] == "failure"
+    assert expected["test_weights_load[good_20251016_101500/checkpoints/last.ckpt]"] == "passed"
+    # The controller prints the same per-checkpoint verdicts as a serial run.
+    for result in (serial, parallel):
+        result.stdout.fnmatch_lines(
+            [
+                "*5 checkpoint(s) checked: 2 usable, 3 unusable",
+                "*UNUSABLE diverged/last.ckpt",
+                "*forward: forward pass on cpu: output*non-finite values*",
+                "*UNUSABLE noconfig_20251017_215423/checkpoints/best.ckpt",
+                "*config_present: no config found*",
+                "*UNUSABLE wide_20251018_023219/checkpoints/best.ckpt",
+                "*weights_load: weights do not fit*",
+            ]
+        )
+
+
+def test_config_checks_import_no_torch_and_open_no_checkpoint(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
+) -> None:
+    mixed_tree(gate_tree, pytester, lightning_ckpt)
+    for ckpt in (pytester.path / "outputs").rglob("*.ckpt"):
+        ckpt.chmod(0)  # any attempt to open one would fail the run loudly
+    pytester.makeconftest(
+        """
+        import sys
+
+        def pytest_sessionfinish(session):
+            print("TORCH_IMPORTED", "torch" in sys.modules)
+        """
+    )
+    result = pytester.runpytest_subprocess(*CHECKS, "-k", "config_present or config_schema", "-s")
+    result.stdout.fnmatch_lines(["*TORCH_IMPORTED False*"])
+    result.assert_outcomes(passed=8, failed=2)
+
+
+def test_runs_against_another_project_with_its_own_model_package(pytester: pytest.Pytester) -> None:
+    """The installed plugin, no files copied: a src-layout package found through pytest's `pythonpath`."""
+    import torch
+
+    package = pytester.path / "src" / "teammodels"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "nets.py").write_text("from torch import nn\n\ndef build(cfg):\n    return nn.Linear(cfg.features, 3)\n")
+    pytester.makepyprojecttoml(
+        """
+        [tool.pytest.ini_options]
+        pythonpath = ["src"]
+        ckpt_outputs = "runs"
+        ckpt_model_factory = "teammodels.nets:build"
+        ckpt_input_shape = "2,5"
+        """
+    )
+    target = pytester.path / "runs" / "exp_20251015_231508" / "checkpoints"
+    target.mkdir(parents=True)
+    torch.save(
+        {"state_dict": {f"model.{k}": v for k, v in torch.nn.Linear(5, 3).state_dict().items()}},
+        target / "best.ckpt",
+    )
+    (target / "best.config.yaml").write_text("model:\n  name: linear\n  features: 5\n")
+    result = pytester.runpytest_subprocess(*CHECKS, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4, skipped=1)
