@@ -443,3 +443,12 @@ def test_unreadable_root_is_a_problem_not_a_crash(tmp_path: Path, monkeypatch: p
 
     assert found.checkpoints == []
     assert [(p.path, p.kind) for p in found.problems] == [(".", "unreadable")]
+
+
+def test_a_fifo_named_ckpt_is_reported_not_recorded(tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    os.mkfifo(tmp_path / "run" / "pipe.ckpt")
+    (tmp_path / "run" / "best.ckpt").write_bytes(b"x")
+    found = discover(tmp_path)
+    assert [c.relpath for c in found.checkpoints] == ["run/best.ckpt"]
+    assert [(p.path, p.kind) for p in found.problems] == [("run/pipe.ckpt", "not-a-file")]

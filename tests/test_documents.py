@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -282,8 +283,11 @@ def test_unreadable_paths_are_document_errors(tmp_path: Path) -> None:
     with pytest.raises(DocumentError, match=r"^gone.yaml: cannot read: No such file or directory"):
         read_document(tmp_path / "gone.yaml", where="gone.yaml")
     (tmp_path / "dir.yaml").mkdir()
-    with pytest.raises(DocumentError, match=r"cannot read: Is a directory"):
+    with pytest.raises(DocumentError, match=r"dir.yaml: not a regular file \(a folder, FIFO"):
         read_document(tmp_path / "dir.yaml")
+    os.mkfifo(tmp_path / "pipe.yaml")  # reading a FIFO would block forever: refused from its stat alone
+    with pytest.raises(DocumentError, match=r"pipe.yaml: not a regular file"):
+        read_document(tmp_path / "pipe.yaml")
     # without `where`, the message names the path itself
     with pytest.raises(DocumentError, match=re.escape(str(tmp_path / "gone.yaml"))):
         read_document(tmp_path / "gone.yaml")

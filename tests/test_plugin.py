@@ -387,3 +387,31 @@ def test_runs_against_another_project_with_its_own_model_package(pytester: pytes
     (target / "best.config.yaml").write_text("model:\n  name: linear\n  features: 5\n")
     result = pytester.runpytest_subprocess(*CHECKS, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=4, skipped=1)
+
+
+def test_a_non_utf8_checkpoint_name_is_checked_with_a_printable_id(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
+) -> None:
+    gate_tree("good/best.ckpt", {"model": model_section()})
+    run_dir = os.path.join(os.fsencode(pytester.path / "outputs"), b"run\xff_20251017_215423")
+    os.makedirs(run_dir)
+    with open(lightning_ckpt, "rb") as source, open(os.path.join(run_dir, b"best.ckpt"), "wb") as target:
+        target.write(source.read())
+    result = run(pytester, "--ckpt-device", "cpu", "--junitxml", "out.xml")
+    result.assert_outcomes(passed=4, failed=4)
+    result.stdout.fnmatch_lines(["*CkptgateDiscoveryWarning*run\\xff_20251017_215423: name is not valid UTF-8*"])
+    result.stdout.fnmatch_lines(["*UNUSABLE run\\udcff_20251017_215423/best.ckpt", "*no config found*"])
+    xml = (pytester.path / "out.xml").read_text()  # the report stays well-formed
+    assert "test_config_present[run\\udcff_20251017_215423/best.ckpt]" in xml
+
+
+def test_a_fifo_named_like_a_checkpoint_or_a_sidecar_neither_blocks_nor_crashes(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    ckpt = gate_tree("run/best.ckpt")
+    os.mkfifo(ckpt.with_name("best.config.json"))
+    os.mkfifo(ckpt.with_name("pipe.ckpt"))
+    result = run(pytester, "--ckpt-device", "cpu", "-k", "config_present")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*run/best.config.json: not a regular file*"])
+    result.stdout.fnmatch_lines(["*run/pipe.ckpt: named [*].ckpt but not a file*"])

@@ -112,9 +112,15 @@ def build_model(
         model = instantiate(cfg())
     except Exception as exc:
         cause = exc.__cause__ or exc
-        raise CheckError(
-            f"building the model with {how} failed: {describe_exception(cause)}. If {target} takes a single "
-            "`cfg` argument, set --ckpt-model-factory (ckpt_model_factory) to a callable that receives the "
-            "model section as a DictConfig."
-        ) from None
+        if isinstance(cause, ImportError):
+            hint = (
+                f"{target} must be importable from the rootdir ({rootdir}), pytest's `pythonpath` ini option "
+                "or PYTHONPATH."
+            )
+        else:
+            hint = (
+                f"If {target} takes a single `cfg` argument, set --ckpt-model-factory (ckpt_model_factory) to a "
+                "callable that receives the model section as a DictConfig."
+            )
+        raise CheckError(f"building the model with {how} failed: {describe_exception(cause)}. {hint}") from None
     return _check_module(model, how), how

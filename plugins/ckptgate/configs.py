@@ -230,8 +230,9 @@ def resolve_config(ckpt: CheckpointRecord, root: Path) -> ResolvedConfig:
     sidecar = display(ckpt.path.with_name(ckpt.stem + ".config.json"), root)
     lines = [
         f"no config found for {ckpt.relpath}; run pytest with --fix to recover it",
-        "Recover it with `pytest checks/ --fix` (from wandb runs, Hydra folders or the checkpoint's "
-        f"hyper_parameters, each proven by loading the weights), or write {sidecar} with a `model` section.",
+        "Re-run the same pytest command with --fix (e.g. `pytest checks/ --fix`) to recover it from wandb runs, "
+        "Hydra folders or the checkpoint's hyper_parameters, each proven by loading the weights; or write "
+        f"{sidecar} with a `model` section.",
         f"Looked in {len(looked)} places:",
     ]
     lines += [f"  {place}" for place in looked]

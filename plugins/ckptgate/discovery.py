@@ -50,7 +50,7 @@ class DiscoveryProblem:
     """Something under the outputs dir that could hide or mislabel checkpoints."""
 
     path: str  # relative to the outputs dir, posix (may contain escaped bytes)
-    kind: str  # "symlink-loop" | "unreadable" | "broken-symlink" | "non-utf8-name" | "alias"
+    kind: str  # "symlink-loop" | "unreadable" | "broken-symlink" | "non-utf8-name" | "alias" | "not-a-file"
     message: str
 
     def __str__(self) -> str:
@@ -186,8 +186,15 @@ def discover(root: Path) -> Discovery:
                     )
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
-            if entry.name.endswith(CHECKPOINT_SUFFIX) and (is_dir or stat.S_ISREG(st.st_mode)):
-                result.checkpoints.append(_record(Path(entry.path), child_rel, root, st, link))
+            if entry.name.endswith(CHECKPOINT_SUFFIX):
+                if is_dir or stat.S_ISREG(st.st_mode):
+                    result.checkpoints.append(_record(Path(entry.path), child_rel, root, st, link))
+                else:
+                    result.problems.append(
+                        DiscoveryProblem(
+                            _display(child_rel), "not-a-file", "named *.ckpt but not a file (a FIFO, socket or device)"
+                        )
+                    )
                 continue  # never descend into a folder named *.ckpt (DeepSpeed layout)
             if not is_dir or entry.name in _SKIP_DIRS:
                 continue

@@ -10,6 +10,7 @@ JSON accept them.
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,12 +98,18 @@ def read_document(path: Path, *, where: str | None = None) -> Any:
     """Read and parse one config file, bounded in size."""
     where = where or str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_DOCUMENT_BYTES:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
+            raise DocumentError(f"{where}: not a regular file (a folder, FIFO, socket or device?)")
+        if st.st_size > MAX_DOCUMENT_BYTES:
             raise DocumentError(
-                f"{where}: {size / 1e6:.1f} MB is too large for a config (limit {MAX_DOCUMENT_BYTES / 1e6:.0f} MB)"
+                f"{where}: {st.st_size / 1e6:.1f} MB is too large for a config "
+                f"(limit {MAX_DOCUMENT_BYTES / 1e6:.0f} MB)"
             )
-        raw = path.read_bytes()
+        with path.open("rb") as handle:  # bounded even if the file grows after the stat
+            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+        if len(raw) > MAX_DOCUMENT_BYTES:
+            raise DocumentError(f"{where}: grew past {MAX_DOCUMENT_BYTES / 1e6:.0f} MB while being read")
     except OSError as exc:
         raise DocumentError(f"{where}: cannot read: {exc.strerror or exc}") from None
     try:

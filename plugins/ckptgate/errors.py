@@ -29,8 +29,9 @@ def describe_exception(exc: BaseException) -> str:
     tb = exc.__traceback__
     location = ""
     while tb is not None:
-        frame = tb.tb_frame
-        location = f" (at {frame.f_code.co_filename}:{tb.tb_lineno})"
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith("<frozen"):  # importlib's internals say nothing to the user
+            location = f" (at {filename}:{tb.tb_lineno})"
         tb = tb.tb_next
-    text = str(exc).strip()
+    text = " ".join(str(exc).split())  # one line: messages end up in one-line root causes
     return f"{type(exc).__name__}: {text}{location}" if text else f"{type(exc).__name__}{location}"
