@@ -7,9 +7,14 @@ Heavy libraries are imported here, once, before any in-process ``pytester`` run:
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import textwrap
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +121,83 @@ def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert outputs == root / "outputs"
     assert elapsed < 40, f"demo build took {elapsed:.1f} s"
     return root
+
+
+@pytest.fixture(scope="session")
+def bare_lightning_ckpt(lightning_ckpt: Path) -> Path:
+    """The same checkpoint as a team that never called ``save_hyperparameters`` has it: no config inside."""
+    checkpoint = torch.load(lightning_ckpt, weights_only=False)
+    for key in ("hyper_parameters", "hparams_name", "hparams_type"):
+        checkpoint.pop(key, None)
+    path = lightning_ckpt.with_name("bare.ckpt")
+    torch.save(checkpoint, path)
+    return path
+
+
+# ------------------------------------------------------------------ the shipped checks in a subprocess
+
+REPO = Path(__file__).resolve().parents[1]
+CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
+DEMO_OPTIONS = (
+    "-p",
+    "fixtures.demo_plugin",
+    "--ckpt-model-factory",
+    "fixtures.demo_models:build_model",
+    "--ckpt-device",
+    "cpu",
+    "-p",
+    "no:cacheprovider",
+)
+
+
+@dataclass
+class DemoRun:
+    stdout: str
+    returncode: int
+    outcomes: dict[str, tuple[str, str]]  # test name -> (passed/failure/error/skipped, message)
+
+    def by_check(self, relpath: str) -> dict[str, tuple[str, str]]:
+        """The four checks of one checkpoint (cpu forward), by check name."""
+        return {
+            "config_present": self.outcomes[f"test_config_present[{relpath}]"],
+            "config_schema": self.outcomes[f"test_config_schema[{relpath}]"],
+            "weights_load": self.outcomes[f"test_weights_load[{relpath}]"],
+            "forward": self.outcomes[f"test_forward[{relpath}-cpu]"],
+        }
+
+
+class ChecksRunner:
+    """The shipped checks in a fresh pytest process, as a user runs them; outcomes read from JUnit XML."""
+
+    timeout = 300
+
+    def command(self, outputs: Path, workdir: Path, *extra: str) -> tuple[list[str], dict[str, str], Path]:
+        """The command line, environment and JUnit XML path of one run (for ``subprocess.Popen``)."""
+        xml = workdir / "junit.xml"
+        command = [sys.executable, "-m", "pytest", "--pyargs", "ckptgate.checks", "--ckpt-outputs", str(outputs)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        return [*command, *DEMO_OPTIONS, *extra, "--junitxml", str(xml)], env, xml
+
+    def run(self, outputs: Path, workdir: Path, *extra: str) -> DemoRun:
+        command, env, xml = self.command(outputs, workdir, *extra)
+        done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=self.timeout)
+        return self.result(done.stdout, done.returncode, xml)
+
+    @staticmethod
+    def result(stdout: str, returncode: int, xml: Path) -> DemoRun:
+        if not xml.exists():
+            raise AssertionError(f"pytest exited {returncode} without a JUnit report:\n{stdout[-3000:]}")
+        outcomes: dict[str, tuple[str, str]] = {}
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            outcome, message = "passed", ""
+            for child in case:
+                if child.tag in ("failure", "error", "skipped"):
+                    outcome, message = child.tag, child.get("message", "") + "\n" + (child.text or "")
+            outcomes[case.get("name", "")] = (outcome, message)
+        return DemoRun(stdout, returncode, outcomes)
+
+
+@pytest.fixture(scope="session")
+def checks() -> ChecksRunner:
+    """Runs the shipped checks (``--pyargs ckptgate.checks``) with the demo family in a subprocess."""
+    return ChecksRunner()

@@ -25,17 +25,41 @@ from omegaconf import DictConfig, OmegaConf
 from fixtures import demo_tree
 from fixtures.demo_models import build_model, model_section, validate_config
 from fixtures.demo_tree import (
+    AMBIGUOUS,
     BAD_CONFIG,
     BASELINE,
+    DETACHED,
     DIVERGED,
+    HYDRA_ELSEWHERE,
+    K_SWEEP,
+    K_SWEEP_OTHER_WANDB,
+    K_SWEEP_WANDB,
     LEGACY_HYDRA,
     LYING_NAME,
     LYING_NAME_WANDB,
+    NAMES_FOLDER,
     NO_CONFIG,
     NO_CONFIG_WANDB,
+    NOTEBOOK,
     PLAIN_LIGHTNING,
     STAMP_NAME,
+    STORED,
+    SWEEP_A,
+    SWEEP_A_WANDB,
+    SWEEP_B,
+    SWEEP_B_WANDB,
+    TIME_ZONE,
+    TIME_ZONE_WANDB,
+    TIMESTAMP,
+    TIMESTAMP_OFFSET,
     TRUNCATED,
+    TRUNCATED_WANDB,
+    TRUNCATED_WANDB_LOG,
+    UNRECOVERABLE,
+    UNTRACED,
+    UNTRACED_NEAREST_WANDB,
+    WANDB_RUNS,
+    WRITTEN,
     DemoCheckpoint,
     demo_expectations,
     ensure_demo_tree,
@@ -116,12 +140,20 @@ RUN_LABELS = {
     TRUNCATED: "truncated",
     BAD_CONFIG: "bad_config",
     DIVERGED: "diverged",
+    SWEEP_A: "sweep_a",
+    SWEEP_B: "sweep_b",
+    K_SWEEP: "k_sweep",
+    UNTRACED: "untraced",
+    TIME_ZONE: "time_zone",
+    DETACHED: "detached",
+    NOTEBOOK: "notebook",
 }
+TOLERANCE = timedelta(seconds=120)  # --fix's default
 
 
 def _ids(case: DemoCheckpoint) -> str:
     run, _, rest = case.relpath.partition("/")
-    return f"{RUN_LABELS[run]}/{rest.rsplit('/', 1)[1]}"
+    return f"{RUN_LABELS[run]}/{rest.rsplit('/', 1)[-1]}"
 
 
 def _kst_folder_time(relpath: str) -> datetime:
@@ -133,7 +165,7 @@ def _kst_folder_time(relpath: str) -> datetime:
 
 
 def test_answer_key_covers_every_case_once() -> None:
-    assert len({c.relpath for c in EXPECTED}) == len(EXPECTED) == 14
+    assert len({c.relpath for c in EXPECTED}) == len(EXPECTED) == 24
     checks = {c.failing_check for c in EXPECTED}
     assert checks == {None, "config_present", "config_schema", "weights_load", "forward"}
     assert {c.config_source for c in EXPECTED if c.usable} == {"sidecar", "hydra", "hparams"}
@@ -141,10 +173,34 @@ def test_answer_key_covers_every_case_once() -> None:
         assert c.usable == (c.failing_check is None) == (c.reason is None)
 
 
+def test_answer_key_gives_every_fix_case_and_only_to_checkpoints_without_a_config() -> None:
+    assert {c.fix_outcome for c in EXPECTED} == {None, WRITTEN, AMBIGUOUS, UNRECOVERABLE}
+    assert {c.fix_tier for c in EXPECTED} == {None, STORED, NAMES_FOLDER, TIMESTAMP, TIMESTAMP_OFFSET}
+    for c in EXPECTED:
+        assert (c.fix_outcome is None) == (c.config_source is not None), c.relpath
+        assert (c.fix_outcome is None) or (c.failing_check == "config_present"), c.relpath
+        if c.fix_outcome is None:
+            assert (c.fix_source, c.fix_tier, c.fix_reason) == (None, None, None)
+            assert c.usable_after_fix == c.usable, c.relpath
+        elif c.fix_outcome == WRITTEN:
+            assert c.fix_source and c.fix_tier and c.fix_reason is None and c.usable_after_fix, c.relpath
+        else:
+            assert c.fix_reason and c.fix_source is None and c.fix_tier is None, c.relpath
+            assert not c.usable_after_fix, c.relpath
+
+
 def test_tree_holds_exactly_the_expected_checkpoints(outputs: Path, demo_root: Path) -> None:
     found = sorted(p.relative_to(outputs).as_posix() for p in outputs.rglob("*.ckpt"))
     assert found == [c.relpath for c in EXPECTED]
-    assert sorted(p.name for p in (demo_root / "wandb").iterdir()) == [NO_CONFIG_WANDB, LYING_NAME_WANDB]
+    assert sorted(p.name for p in (demo_root / "wandb").iterdir()) == sorted(WANDB_RUNS)
+
+
+def test_written_cases_name_sources_that_exist(demo_root: Path) -> None:
+    sources = {c.fix_source for c in EXPECTED if c.fix_outcome == WRITTEN}
+    wandb_runs = {p.name for p in (demo_root / "wandb").iterdir()}
+    logs = {p.name for p in (demo_root / "wandb").glob("*/run-*.wandb")}
+    for source in sources - {"hyper_parameters stored"}:
+        assert source in wandb_runs | logs or (demo_root / "outputs" / source / ".hydra").is_dir(), source
 
 
 @pytest.mark.parametrize("case", [c for c in EXPECTED if c.relpath.split("/", 1)[0] != TRUNCATED], ids=_ids)
@@ -227,7 +283,7 @@ def test_plain_lightning_checkpoint_has_the_loggers_hparams_yaml(outputs: Path) 
 # ----------------------------------------------------------------------------------- unusable cases
 
 
-@pytest.mark.parametrize("case", _cases(failing_check="config_present"), ids=_ids)
+@pytest.mark.parametrize("case", [c for c in EXPECTED if c.relpath.startswith(NO_CONFIG)], ids=_ids)
 def test_no_config_anywhere_but_the_wandb_run_holds_the_true_one(
     outputs: Path, demo_root: Path, case: DemoCheckpoint
 ) -> None:
@@ -298,6 +354,165 @@ def test_diverged_run_has_nan_weights_and_outputs(outputs: Path) -> None:
     assert sum(int(torch.isnan(t).sum()) for t in floats) > 0.9 * sum(t.numel() for t in floats)
     model = _model_from(_read_sidecar(_sidecar(path))["model"], path)  # type: ignore[arg-type]
     assert not any(torch.isfinite(t).all() for t in _forward(model).values())
+
+
+# ---------------------------------------------------------------------------------- the --fix cases
+
+
+def _wandb_files(demo_root: Path, run: str) -> Path:
+    return demo_root / "wandb" / run / "files"
+
+
+def _wandb_config(demo_root: Path, run: str) -> dict[str, Any]:
+    """A run's config.yaml, values unwrapped (both layouts), wandb's own keys dropped."""
+    raw = yaml.safe_load((_wandb_files(demo_root, run) / "config.yaml").read_text())
+    return {k: v["value"] for k, v in raw.items() if k not in ("_wandb", "wandb_version")}
+
+
+def _started_utc(demo_root: Path, run: str) -> datetime:
+    started = json.loads((_wandb_files(demo_root, run) / "wandb-metadata.json").read_text())["startedAt"]
+    return datetime.strptime(started, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _named_at(run: str) -> datetime:
+    """The naive time in a wandb run folder's name (the clock of the machine that ran it)."""
+    return datetime.strptime(run.split("-")[-2], "%Y%m%d_%H%M%S")
+
+
+def _fits(model_cfg: Any, ckpt: Path) -> bool:
+    try:
+        _model_from(model_cfg, ckpt)
+    except RuntimeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("case", [c for c in EXPECTED if c.fix_outcome is not None], ids=_ids)
+def test_fix_cases_have_no_config_anywhere_a_resolver_looks(outputs: Path, case: DemoCheckpoint) -> None:
+    path = outputs / case.relpath
+    assert _sidecar(path) is None
+    for folder in [p for p in path.parents if outputs in p.parents]:
+        assert not (folder / ".hydra").exists() and not (folder / "hparams.yaml").exists(), folder
+    stored = "hyper_parameters" in load_checkpoint(path)
+    assert stored == (case.fix_tier == STORED), "only the notebook checkpoint carries its config"
+
+
+def test_lying_name_best_v2_came_after_the_migration_and_its_wandb_run_fits(outputs: Path, demo_root: Path) -> None:
+    folder = outputs / LYING_NAME / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.config.json")) == [
+        "best-v1.config.json",
+        "best.config.json",
+        "last.config.json",
+    ]
+    best_v2 = folder / "best-v2.ckpt"
+    written = datetime.fromtimestamp(best_v2.stat().st_mtime, tz=timezone(timedelta(hours=9)))
+    assert written.strftime("%Y-%m-%d %H:%M:%S") == "2025-10-18 04:23:25"  # as in the seed report
+    assert load_checkpoint(best_v2)["global_step"] == 3  # Lightning's own -v2, between best-v1 and best
+    true_model = _wandb_config(demo_root, LYING_NAME_WANDB)["model"]
+    assert true_model["decoder"]["name"] == "pan_decoder"  # what the folder name was made from ...
+    _model_from(true_model, best_v2)  # ... while component_overrides builds the unet the weights need
+    assert not _fits(_read_sidecar(folder / "best.config.json")["model"], best_v2)
+
+
+def test_truncated_runs_intact_last_has_its_config_only_in_the_offline_binary_log(
+    outputs: Path, demo_root: Path
+) -> None:
+    last = outputs / TRUNCATED / "checkpoints" / "last.ckpt"
+    assert zipfile.is_zipfile(last)
+    run = demo_root / "wandb" / TRUNCATED_WANDB
+    # exactly what wandb 0.31 leaves offline (tests/data/wandb/): no config.yaml, no metadata, no summary
+    assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == [
+        "files/output.log",
+        "files/requirements.txt",
+        "logs/debug-internal.log",
+        "logs/debug.log",
+        TRUNCATED_WANDB_LOG,
+    ]
+    true_model = model_section("mobilenetv3_small_050", "unet")
+    as_logged = json.dumps(true_model, separators=(",", ":")).encode()  # wandb stores value_json compactly
+    data = (run / TRUNCATED_WANDB_LOG).read_bytes()
+    assert data.startswith(b":W&B\xe1\xbe\x00") and as_logged in data
+    for other in run.rglob("*"):
+        if other.is_file() and other.name != TRUNCATED_WANDB_LOG:
+            assert b"mobilenetv3_small_050" not in other.read_bytes(), other
+    _model_from(true_model, last)
+
+
+@pytest.mark.parametrize(
+    ("folder", "own", "other"), [(SWEEP_A, SWEEP_A_WANDB, SWEEP_B_WANDB), (SWEEP_B, SWEEP_B_WANDB, SWEEP_A_WANDB)]
+)
+def test_sweep_checkpoints_fit_only_their_own_run_though_both_are_close_in_time(
+    outputs: Path, demo_root: Path, folder: str, own: str, other: str
+) -> None:
+    path = outputs / folder / "checkpoints" / "best.ckpt"
+    stamp = _kst_folder_time(f"{folder}/")
+    for run in (own, other):
+        assert abs(_started_utc(demo_root, run) - stamp) <= timedelta(seconds=4)
+        assert abs(_named_at(run) - stamp.replace(tzinfo=None)) <= timedelta(seconds=4)
+    _model_from(_wandb_config(demo_root, own)["model"], path)
+    assert not _fits(_wandb_config(demo_root, other)["model"], path)
+
+
+def test_k_sweep_runs_differ_only_in_k_and_both_fit(outputs: Path, demo_root: Path) -> None:
+    path = outputs / K_SWEEP / "checkpoints" / "last.ckpt"
+    ours, twin = _wandb_config(demo_root, K_SWEEP_WANDB), _wandb_config(demo_root, K_SWEEP_OTHER_WANDB)
+    assert (ours["model"]["head"]["params"]["k"], twin["model"]["head"]["params"]["k"]) == (50, 30)
+    twin["model"]["head"]["params"]["k"] = 50
+    assert twin == ours
+    for run in (K_SWEEP_WANDB, K_SWEEP_OTHER_WANDB):
+        assert timedelta(0) <= _started_utc(demo_root, run) - _kst_folder_time(f"{K_SWEEP}/") <= timedelta(seconds=3)
+        _model_from(_wandb_config(demo_root, run)["model"], path)
+
+
+@pytest.mark.parametrize("name", ["best.ckpt", "last.ckpt"])
+def test_untraced_checkpoints_have_no_run_within_the_tolerance_in_any_clock(
+    outputs: Path, demo_root: Path, name: str
+) -> None:
+    path = outputs / UNTRACED / "checkpoints" / name
+    stamp = _kst_folder_time(f"{UNTRACED}/")
+    local = stamp.replace(tzinfo=None)
+    for run in WANDB_RUNS:
+        assert abs(_named_at(run) - local) > TOLERANCE, run
+        for hours in range(-14, 15):
+            offset = timedelta(hours=hours)
+            if (_wandb_files(demo_root, run) / "wandb-metadata.json").exists():
+                started = _started_utc(demo_root, run).replace(tzinfo=None)
+                assert abs(started + offset - local) > TOLERANCE, (run, hours)
+        assert UNTRACED not in "".join(p.read_text() for p in (_wandb_files(demo_root, run)).glob("*"))
+    # the nearest run, 22 minutes later, trained the same architecture: only evidence may decide, not fit
+    assert _started_utc(demo_root, UNTRACED_NEAREST_WANDB) - stamp == timedelta(minutes=22, seconds=27.431288)
+    _model_from(_wandb_config(demo_root, UNTRACED_NEAREST_WANDB)["model"], path)
+
+
+def test_time_zone_run_is_named_in_utc_and_its_outputs_folder_in_kst(outputs: Path, demo_root: Path) -> None:
+    path = outputs / TIME_ZONE / "checkpoints" / "last.ckpt"
+    stamp = _kst_folder_time(f"{TIME_ZONE}/")
+    started = _started_utc(demo_root, TIME_ZONE_WANDB)
+    assert started.replace(microsecond=0) - stamp == timedelta(seconds=1)  # the same instant, give or take
+    assert _named_at(TIME_ZONE_WANDB) == started.replace(microsecond=0, tzinfo=None)  # the box's clock is UTC
+    assert stamp.replace(tzinfo=None) - _named_at(TIME_ZONE_WANDB) == timedelta(hours=9, seconds=-1)
+    _model_from(_wandb_config(demo_root, TIME_ZONE_WANDB)["model"], path)
+
+
+def test_detached_checkpoints_hydra_run_is_elsewhere_and_names_its_folder(outputs: Path) -> None:
+    path = outputs / DETACHED / "checkpoints" / "last.ckpt"
+    hydra_dir = outputs / HYDRA_ELSEWHERE / ".hydra"
+    assert sorted(p.name for p in hydra_dir.iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    composed = OmegaConf.load(hydra_dir / "config.yaml")
+    dirpath = f"outputs/{DETACHED}/checkpoints"
+    assert composed.callbacks.model_checkpoint.dirpath == dirpath
+    assert f"callbacks.model_checkpoint.dirpath={dirpath}" in yaml.safe_load((hydra_dir / "overrides.yaml").read_text())
+    hydra = yaml.safe_load((hydra_dir / "hydra.yaml").read_text())["hydra"]
+    assert hydra["runtime"]["output_dir"].endswith(f"/outputs/{HYDRA_ELSEWHERE}")
+    _model_from(OmegaConf.to_container(composed.model, resolve=True), path)
+
+
+def test_notebook_checkpoint_sits_in_its_run_folder_and_carries_its_config(outputs: Path) -> None:
+    path = outputs / NOTEBOOK / "last.ckpt"
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    ckpt = load_checkpoint(path)
+    assert ckpt["hparams_name"] == "cfg"
+    _model_from(OmegaConf.to_container(ckpt["hyper_parameters"].model), path)
 
 
 # ----------------------------------------------------------------------------- ensure_demo_tree / CLI

@@ -415,3 +415,83 @@ def test_a_fifo_named_like_a_checkpoint_or_a_sidecar_neither_blocks_nor_crashes(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*run/best.config.json: not a regular file*"])
     result.stdout.fnmatch_lines(["*run/pipe.ckpt: named [*].ckpt but not a file*"])
+
+
+def wandb_run(root: Path, name: str, config: dict, *, started_utc: str | None = None) -> Path:
+    """A wandb run folder in the newer layout (every key ``{value: ...}``), as wandb writes it online."""
+    import yaml
+
+    files = root / "wandb" / name / "files"
+    files.mkdir(parents=True)
+    body = {"_wandb": {"value": {"cli_version": "0.19.1"}}} | {key: {"value": value} for key, value in config.items()}
+    (files / "config.yaml").write_text(yaml.safe_dump(body))
+    if started_utc:
+        (files / "wandb-metadata.json").write_text(json.dumps({"startedAt": started_utc, "program": "train.py"}))
+    return files / "config.yaml"
+
+
+def test_fix_writes_a_proven_sidecar_and_the_same_session_tests_it(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], bare_lightning_ckpt: Path
+) -> None:
+    ckpt = gate_tree("exp_20251017_215423/checkpoints/best.ckpt", source=bare_lightning_ckpt)
+    source = wandb_run(pytester.path, "run-20251017_215424-j8v6ba0v", {"model": model_section(), "seed": 1})
+    wandb_run(pytester.path, "run-20251017_215425-other001", {"model": model_section(width=8)})
+    result = run(pytester, "--fix", "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        ["*= ckptgate --fix =*", "*written: wrote best.config.json from wandb run-20251017_215424-j8v6ba0v*"]
+    )
+    written = json.loads(ckpt.with_name("best.config.json").read_text())
+    assert written["model"] == model_section()
+    assert "seed" not in written  # only what inference needs
+    assert written["_provenance"]["source"]["file"] == "../../../wandb/run-20251017_215424-j8v6ba0v/files/config.yaml"
+    assert written["_provenance"]["source"]["run_id"] == "j8v6ba0v"
+    import hashlib
+
+    assert written["_provenance"]["source"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_fix_dry_run_writes_nothing_and_the_failure_says_what_fix_would_do(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], bare_lightning_ckpt: Path
+) -> None:
+    ckpt = gate_tree("exp_20251017_215423/checkpoints/best.ckpt", source=bare_lightning_ckpt)
+    wandb_run(pytester.path, "run-20251017_215424-j8v6ba0v", {"model": model_section()})
+    result = run(pytester, "--fix-dry-run", "--ckpt-device", "cpu")
+    result.assert_outcomes(failed=4)
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["best.ckpt"]
+    result.stdout.fnmatch_lines(
+        [
+            "*ckptgate --fix-dry-run (nothing written)*",
+            "*1. wandb run-20251017_215424-j8v6ba0v (files/config.yaml) [[]timestamp: run started 1 s after*",
+            "*verified: * tensors loaded strictly*",
+            "*=> would-write: would write best.config.json*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*no config found for *best.ckpt; --fix would recover it: would write*"])
+
+
+def test_fix_under_xdist_recovers_once_and_workers_report_why_it_failed(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], bare_lightning_ckpt: Path
+) -> None:
+    gate_tree("good_20251017_215423/checkpoints/best.ckpt", source=bare_lightning_ckpt)
+    gate_tree("lost_20251015_231508/checkpoints/best.ckpt", source=bare_lightning_ckpt)
+    wandb_run(pytester.path, "run-20251017_215424-j8v6ba0v", {"model": model_section()})
+    result = pytester.runpytest_subprocess(*CHECKS, "--fix", "-n", "2", "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=4, failed=4)
+    assert result.stdout.str().count("= ckptgate --fix =") == 1
+    result.stdout.fnmatch_lines(
+        [
+            "*no config found for lost_20251015_231508/checkpoints/best.ckpt; --fix could not recover it: no stored "
+            "hyper_parameters*started 1 d 22 h 39 min after*"
+        ]
+    )
+
+
+def test_fix_options_are_validated(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    result = pytester.runpytest(*CHECKS, "--fix", "--ckpt-time-tolerance", "soon")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-time-tolerance 'soon': expected a number of seconds*"])
+    result = pytester.runpytest(*CHECKS, "--fix", "--ckpt-wandb", "nowhere")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-wandb *nowhere: not a folder*"])

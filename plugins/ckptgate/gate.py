@@ -113,6 +113,7 @@ class Gate:
     settings: GateSettings
     hook: Any = None  # pytest's hook relay (``config.hook``), or None outside pytest
     keep_models: int = 2  # cpu + cuda of the checkpoint under test: memory stays one model deep
+    recovery_notes: dict[str, str] = field(default_factory=dict)  # relpath -> what --fix found
     _discovery: Discovery | None = field(default=None, repr=False)
     _schema: schema.SchemaChecker | None = field(default=None, repr=False)
     _outcomes: dict[tuple[str, Check, str], Any] = field(default_factory=dict, repr=False)
@@ -154,9 +155,18 @@ class Gate:
 
     def config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig:
         """Stage 1: a config document was found and read."""
-        return self._stage(
-            ckpt, Check.CONFIG_PRESENT, "", lambda: configs.resolve_config(ckpt, self.settings.outputs_dir)
-        )
+
+        def run() -> configs.ResolvedConfig:
+            try:
+                return configs.resolve_config(ckpt, self.settings.outputs_dir)
+            except configs.ConfigNotFound as exc:
+                note = self.recovery_notes.get(ckpt.relpath)
+                if note is None:
+                    raise
+                _, _, details = exc.message.partition("\n")
+                raise configs.ConfigNotFound(f"no config found for {ckpt.relpath}; {note}\n{details}") from None
+
+        return self._stage(ckpt, Check.CONFIG_PRESENT, "", run)
 
     def validated(self, ckpt: CheckpointRecord) -> ValidConfig:
         """Stage 2: the model section exists, fits the schema and the cross-field rules, names safe targets."""
@@ -170,14 +180,8 @@ class Gate:
                     "needs one to rebuild the network"
                 )
             section = resolved.model
-            base = f"$.{resolved.model_key}"
-            errors = [f"{path}: a Python object tag that was not loaded" for path in find_unloaded(section, base)]
-            errors += targets.target_errors(section, self.settings.allowed_targets, base=base)
-            errors += self.schema_checker.errors(section, base)
-            if not errors:  # cross-field rules assume a well-typed section
-                errors += schema.cross_field_errors(section, base)
-            if not errors:  # a family's rules assume the generic ones hold
-                errors += self._hook_validation(section, ckpt)
+            assert section is not None
+            errors = self.section_problems(section, f"$.{resolved.model_key}", ckpt)
             if len(errors) == 1:
                 raise CheckError(f"{resolved.where}: {errors[0]}")
             if errors:
@@ -187,10 +191,21 @@ class Gate:
                     f"{resolved.where}: {len(errors)} problems in the model section, first: {errors[0]}\n"
                     f"  {shown}{more}"
                 )
-            assert section is not None
             return ValidConfig(resolved, section)
 
         return self._stage(ckpt, Check.CONFIG_SCHEMA, "", run)
+
+    def section_problems(self, section: Any, base: str, ckpt: CheckpointRecord) -> list[str]:
+        """Everything wrong with a model section, before anything is imported: unloaded YAML objects,
+        targets outside the allowlist, schema errors, then cross-field and family rules."""
+        errors = [f"{path}: a Python object tag that was not loaded" for path in find_unloaded(section, base)]
+        errors += targets.target_errors(section, self.settings.allowed_targets, base=base)
+        errors += self.schema_checker.errors(section, base)
+        if not errors:  # cross-field rules assume a well-typed section
+            errors += schema.cross_field_errors(section, base)
+        if not errors:  # a family's rules assume the generic ones hold
+            errors += self._hook_validation(section, ckpt)
+        return errors
 
     def _hook_validation(self, section: dict[str, Any], ckpt: CheckpointRecord) -> list[str]:
         if self.hook is None:
@@ -231,6 +246,11 @@ class Gate:
         return loaded
 
     def _load(self, ckpt: CheckpointRecord, valid: ValidConfig, device_kind: str) -> LoadedModel:
+        obj, state_dict, device = self.read(ckpt, device_kind)
+        return self.build_loaded(ckpt, valid.model, obj, state_dict, device)
+
+    def read(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> tuple[Any, Any, Any]:
+        """The checkpoint's object and weights, read weights-only onto the device; errors name the file."""
         devices.configure_torch()
         device = devices.resolve(device_kind)
         try:
@@ -240,11 +260,16 @@ class Gate:
                 trust_pickle=self.settings.trust_pickle,
                 extra_safe_globals=self.settings.safe_globals,
             )
-            state_dict = loading.state_dict_of(obj)
-        except CheckError as exc:  # these messages are about the file: name it
+            return obj, loading.state_dict_of(obj), device
+        except CheckError as exc:
             raise CheckError(f"{ckpt.relpath} {exc.message}") from None
+
+    def build_loaded(
+        self, ckpt: CheckpointRecord, section: dict[str, Any], obj: Any, state_dict: Any, device: Any
+    ) -> LoadedModel:
+        """Build the model a section describes and load the weights into it strictly."""
         model, how = building.build_model(
-            valid.model,
+            section,
             ckpt,
             hook=self.hook,
             factory=self.settings.model_factory,
@@ -258,18 +283,15 @@ class Gate:
         model.eval()
         return LoadedModel(model, obj, report, how, device)
 
-    def inputs(self, ckpt: CheckpointRecord, loaded: LoadedModel) -> Any:
+    def inputs(self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None) -> Any:
         """The forward input: a ``pytest_ckptgate_make_input`` hook's, else a dummy batch of the set shape."""
         if self.hook is not None:
             from omegaconf import OmegaConf
 
-            valid = self.validated(ckpt)
+            data = config if config is not None else self.validated(ckpt).resolved.data
             try:
                 custom = self.hook.pytest_ckptgate_make_input(
-                    model=loaded.model,
-                    config=OmegaConf.create(valid.resolved.data),
-                    checkpoint=ckpt,
-                    device=loaded.device,
+                    model=loaded.model, config=OmegaConf.create(data), checkpoint=ckpt, device=loaded.device
                 )
             except Exception as exc:
                 raise CheckError(f"pytest_ckptgate_make_input hook raised {describe_exception(exc)}") from None

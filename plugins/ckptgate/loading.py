@@ -73,12 +73,9 @@ _UNPICKLER_ERROR = re.compile(
 )
 
 
-class AttributeDict(dict):
-    """Stand-in for Lightning's ``AttributeDict`` (a dict subclass): unpickles the same data without
-    importing Lightning, which costs seconds and is not needed to read weights."""
-
-
-_STANDINS: dict[str, Any] = {name: AttributeDict for name in HARMLESS_GLOBALS if name.endswith(".AttributeDict")}
+# Lightning's AttributeDict is a dict subclass; read as a plain dict it gives the same data without importing
+# Lightning (seconds), and the weights-only unpickler fills only real dicts ("Can only SETITEMS for dict").
+_STANDINS: dict[str, Any] = {name: dict for name in HARMLESS_GLOBALS if name.endswith(".AttributeDict")}
 # Cheap to import; anything else (numpy) is resolved only when a checkpoint names it.
 _EAGER_MODULES = frozenset({"builtins", "collections", "typing", "argparse", "pathlib", "omegaconf"})
 

@@ -20,9 +20,13 @@ from ckptgate.discovery import CheckpointRecord, Discovery
 from ckptgate.errors import first_line
 from ckptgate.forward import DEFAULT_INPUT_SHAPE, parse_shape
 from ckptgate.gate import Check, CheckFailed, Gate, GateSettings
+from ckptgate.recovery.matching import DEFAULT_TOLERANCE_S, parse_offset
+from ckptgate.recovery.recover import RecoverySettings, RecoveryTrace, default_wandb_dir, recover
 from ckptgate.schema import SchemaChecker, SchemaFileError
 
 GATE_KEY = pytest.StashKey[Gate]()
+RECOVERY_KEY = pytest.StashKey[list[RecoveryTrace]]()
+RECOVERY_INPUT = "ckptgate_recovery_notes"
 SUMMARY_KEY = pytest.StashKey[report.Summary]()
 DEFAULT_OUTPUTS = "outputs"
 
@@ -98,6 +102,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         metavar="MODULE.NAME",
     )
+    option(
+        "--ckpt-wandb",
+        "ckpt_wandb",
+        "wandb folder with the runs' configs, for --fix (default: wandb/ beside the outputs dir, else the rootdir)",
+        metavar="DIR",
+    )
+    option(
+        "--ckpt-time-tolerance",
+        "ckpt_time_tolerance",
+        "seconds a run's start may differ from its folder's timestamp when --fix matches them (default: 120)",
+        default=str(int(DEFAULT_TOLERANCE_S)),
+        metavar="SECONDS",
+    )
+    option(
+        "--ckpt-utc-offset",
+        "ckpt_utc_offsets",
+        "UTC offset of the clock that named the run folders (e.g. +9), for --fix; those seen in the wandb runs "
+        "are tried anyway (repeatable)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="HOURS",
+    )
+    group.addoption(
+        "--fix",
+        dest="ckpt_fix",
+        action="store_true",
+        help="recover missing configs from wandb runs, Hydra folders and stored hyperparameters; write a sidecar "
+        "only when the weights load into the model it builds; then run the checks",
+    )
+    group.addoption(
+        "--fix-dry-run",
+        dest="ckpt_fix_dry_run",
+        action="store_true",
+        help="print what --fix would do, candidate by candidate; write nothing",
+    )
     group.addoption(
         "--ckpt-trust-pickle",
         dest="ckpt_trust_pickle",
@@ -150,9 +190,35 @@ def settings_from(config: pytest.Config) -> GateSettings:
     )
 
 
+def recovery_settings_from(config: pytest.Config, gate: Gate) -> RecoverySettings:
+    text = str(_value(config, "ckpt_time_tolerance"))
+    try:
+        tolerance = float(text)
+    except ValueError:
+        tolerance = -1.0
+    if not tolerance >= 0:
+        raise pytest.UsageError(f"--ckpt-time-tolerance {text!r}: expected a number of seconds, e.g. 120")
+    wandb_dir = _path(config, "ckpt_wandb")
+    if wandb_dir is not None and not wandb_dir.is_dir():
+        raise pytest.UsageError(f"--ckpt-wandb {wandb_dir}: not a folder")
+    try:
+        offsets = tuple(parse_offset(str(text)) for text in _value(config, "ckpt_utc_offsets") or ())
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    return RecoverySettings(
+        wandb_dir=wandb_dir or default_wandb_dir(gate.settings.outputs_dir, gate.settings.rootdir),
+        tolerance_s=tolerance,
+        dry_run=bool(config.getoption("ckpt_fix_dry_run")),
+        utc_offsets=offsets,
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from(config)
     gate = Gate(settings, hook=config.hook)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:  # the controller recovered before this worker started
+        gate.recovery_notes.update(workerinput.get(RECOVERY_INPUT, {}))
     if settings.schema_path is not None:  # a broken user schema is reported once, at start-up
         try:
             gate._schema = SchemaChecker(settings.schema_path)
@@ -161,6 +227,49 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[GATE_KEY] = gate
     summary = config.stash[SUMMARY_KEY] = report.Summary()
     config.pluginmanager.register(_SummaryCollector(summary), "ckptgate-summary")
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistHooks(config), "ckptgate-xdist")
+    if _fixing(config):
+        recovery_settings_from(config, gate)  # bad --fix options are usage errors before anything runs
+
+
+def _fixing(config: pytest.Config) -> bool:
+    return bool(config.getoption("ckpt_fix") or config.getoption("ckpt_fix_dry_run"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist starts its workers: they must see the new sidecars
+def pytest_sessionstart(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput") or not _fixing(config):
+        return
+    gate = gate_of(config)
+    if not gate.settings.outputs_dir.is_dir():
+        return  # reported at collection, as without --fix
+    traces = recover(gate, recovery_settings_from(config, gate))
+    config.stash[RECOVERY_KEY] = traces
+    gate.recovery_notes.update(recovery_notes(traces))
+
+
+def recovery_notes(traces: list[RecoveryTrace]) -> dict[str, str]:
+    """What the config_present failure of a still-missing checkpoint says about recovery."""
+    notes = {}
+    for trace in traces:
+        if trace.outcome == "would-write":
+            notes[trace.relpath] = f"--fix would recover it: {trace.reason}"
+        elif not trace.recovered:
+            notes[trace.relpath] = f"--fix could not recover it: {trace.reason}"
+    return notes
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is active: hands the recovery outcome to each worker."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput[RECOVERY_INPUT] = dict(gate_of(self.config).recovery_notes)
 
 
 def gate_of(config: pytest.Config) -> Gate:
@@ -351,13 +460,34 @@ class _SummaryCollector:
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Iterator[None]:
     """Per-checkpoint verdicts, printed last: after pytest's short test summary, before its final line."""
     result = yield
+    if hasattr(config, "workerinput"):
+        return result
+    traces = config.stash.get(RECOVERY_KEY, None)
+    if traces is not None:
+        dry_run = bool(config.getoption("ckpt_fix_dry_run"))
+        terminalreporter.write_sep("=", "ckptgate --fix-dry-run (nothing written)" if dry_run else "ckptgate --fix")
+        for line in recovery_lines(traces, detailed=dry_run or config.get_verbosity() > 0):
+            terminalreporter.write_line(line)
     summary = config.stash.get(SUMMARY_KEY, None)
-    if hasattr(config, "workerinput") or summary is None or not summary.verdicts:
+    if summary is None or not summary.verdicts:
         return result
     terminalreporter.write_sep("=", "ckptgate")
     for line in summary.lines(verbose=config.get_verbosity() > 0):
         terminalreporter.write_line(line)
     return result
+
+
+def recovery_lines(traces: list[RecoveryTrace], *, detailed: bool) -> list[str]:
+    if not traces:
+        return ["every checkpoint has a config: nothing to recover"]
+    counts: dict[str, int] = {}
+    for trace in traces:
+        counts[trace.outcome] = counts.get(trace.outcome, 0) + 1
+    shown = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+    lines = [f"{len(traces)} checkpoint(s) without a config: {shown}"]
+    for trace in traces:
+        lines += trace.lines() if detailed else [f"  {trace.relpath}", f"    {trace.outcome}: {trace.reason}"]
+    return lines
 
 
 __all__ = ["GATE_KEY", "Check", "CkptgateDiscoveryWarning", "GateRunner", "gate_failed", "gate_of"]

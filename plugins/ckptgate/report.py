@@ -79,8 +79,8 @@ class Summary:
         total = len(self.verdicts)
         lines = [f"{total} checkpoint(s) checked: {len(usable)} usable, {len(unusable)} unusable"]
         for verdict in unusable:
-            cause = verdict.root_cause or ""
-            if cause.startswith(verdict.relpath + " "):  # the path is on the line above
+            cause = (verdict.root_cause or "").replace(f" for {verdict.relpath}", "")  # the path is on the line above
+            if cause.startswith(verdict.relpath + " "):
                 cause = "the file " + cause.removeprefix(verdict.relpath + " ")
             lines.append(f"  UNUSABLE {verdict.relpath}")
             lines.append(f"      {verdict.root_check}: {cause}")

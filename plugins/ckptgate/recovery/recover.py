@@ -1,0 +1,194 @@
+"""``--fix``: gather evidence -> rank -> verify -> write, for every checkpoint that has no config.
+
+A config is written only when the model it builds loads the checkpoint's weights strictly; among proven
+candidates the strongest evidence wins, and when equally strong ones disagree nothing is written. Nothing
+is ever made up or filled with defaults, and no existing file is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ckptgate import __version__, configs
+from ckptgate.discovery import CheckpointRecord
+from ckptgate.errors import CheckError
+from ckptgate.recovery import hydra_runs, matching, stored_hparams, wandb_runs
+from ckptgate.recovery.evidence import Attempt, Source, content_key, sha256_of
+from ckptgate.recovery.verify import Verifier
+from ckptgate.recovery.write import write_sidecar
+
+MAX_CANDIDATES = 20  # per checkpoint: bounds the time a crowded wandb folder can cost
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    wandb_dir: Path | None
+    tolerance_s: float = matching.DEFAULT_TOLERANCE_S
+    dry_run: bool = False
+    utc_offsets: tuple[int, ...] = ()  # seconds; zones the user says folder names use, besides those observed
+
+
+@dataclass
+class RecoveryTrace:
+    """What recovery found and decided for one checkpoint."""
+
+    relpath: str
+    sidecar: Path
+    outcome: str  # "written" | "would-write" | "exists" | "ambiguous" | "unrecoverable" | "unwritable"
+    reason: str  # one line, for the config_present failure and the summary
+    attempts: list[Attempt] = field(default_factory=list)
+    skipped: int = 0  # weaker candidates not verified once a stronger one was proven
+
+    @property
+    def recovered(self) -> bool:
+        return self.outcome in ("written", "would-write", "exists")
+
+    def lines(self) -> list[str]:
+        lines = [self.relpath]
+        for index, attempt in enumerate(self.attempts, 1):
+            verdict = "verified" if attempt.verified else "rejected"
+            tier = attempt.candidate.tier.label
+            lines.append(f"  {index}. {attempt.candidate.source.label} [{tier}: {attempt.candidate.detail}]")
+            lines.append(f"     {verdict}: {attempt.reason}")
+        if self.skipped:
+            lines.append(f"  ({self.skipped} weaker candidate(s) not tried)")
+        lines.append(f"  => {self.outcome}: {self.reason}")
+        return lines
+
+
+def default_wandb_dir(outputs_dir: Path, rootdir: Path) -> Path | None:
+    """``wandb/`` beside the outputs dir, else at the rootdir."""
+    for candidate in (outputs_dir.parent / "wandb", rootdir / "wandb"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def gather_sources(outputs_dir: Path, wandb_dir: Path | None) -> list[Source]:
+    """Every wandb run and Hydra folder that holds a config (read once per session)."""
+    found = wandb_runs.sources(wandb_dir) if wandb_dir is not None and wandb_dir.is_dir() else []
+    return found + hydra_runs.sources(outputs_dir)
+
+
+def missing_configs(gate: Any) -> list[CheckpointRecord]:
+    """Checkpoints with no config anywhere (a broken config file is the user's to fix, not ours)."""
+    missing = []
+    for ckpt in gate.discovery().checkpoints:
+        try:
+            configs.resolve_config(ckpt, gate.settings.outputs_dir)
+        except configs.ConfigNotFound:
+            missing.append(ckpt)
+        except CheckError:
+            continue
+    return missing
+
+
+def provenance(chosen: Attempt, agreeing: list[Attempt], sidecar: Path) -> dict[str, Any]:
+    """Where the sidecar came from; paths relative to the sidecar's own folder, so they survive a move of
+    the whole tree and do not depend on where pytest was started."""
+    source = chosen.candidate.source
+    return {
+        "tool": f"pytest-ckptgate {__version__}",
+        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "kind": source.kind,
+            "file": os.path.relpath(source.path, sidecar.parent),
+            "run_id": source.run_id,
+            "sha256": sha256_of(source.path),
+        },
+        "matched_by": f"{chosen.candidate.tier.label}: {chosen.candidate.detail}",
+        "verified": chosen.reason,
+        "agreeing_sources": [a.candidate.source.label for a in agreeing if a is not chosen],
+    }
+
+
+def recover_one(
+    gate: Any,
+    ckpt: CheckpointRecord,
+    sources: list[Source],
+    settings: RecoverySettings,
+    offsets: set[int] | None = None,
+) -> RecoveryTrace:
+    sidecar = ckpt.path.with_name(ckpt.stem + ".config.json")
+
+    def trace(outcome: str, reason: str, attempts: list[Attempt] | None = None, skipped: int = 0) -> RecoveryTrace:
+        return RecoveryTrace(ckpt.relpath, sidecar, outcome, reason, attempts or [], skipped)
+
+    try:
+        checkpoint, state_dict, device = gate.read(ckpt, "cpu")
+    except CheckError as exc:
+        return trace("unrecoverable", f"the checkpoint itself cannot be read: {exc.message.splitlines()[0]}")
+    own = stored_hparams.source(ckpt, checkpoint)
+    if offsets is None:
+        offsets = matching.observed_offsets(sources, settings.tolerance_s) | set(settings.utc_offsets)
+    candidates = matching.rank(ckpt, ([own] if own else []) + sources, settings.tolerance_s, offsets)
+    candidates = candidates[:MAX_CANDIDATES]
+    if not candidates:
+        clues = ["no stored hyper_parameters, and no wandb run or Hydra folder names its run folder"]
+        if ckpt.run_timestamp is None:
+            clues.append("(and its folder name has no timestamp to match runs by)")
+        else:
+            clues.append(f"or started within {settings.tolerance_s:.0f} s of {ckpt.run_timestamp:%Y-%m-%d %H:%M:%S}")
+            near = matching.nearest(ckpt, sources, settings.tolerance_s)
+            if near:
+                clues.append(f"({near})")
+        return trace("unrecoverable", " ".join(clues))
+    verifier = Verifier(gate, ckpt, checkpoint, state_dict, device)
+    attempts: list[Attempt] = []
+    best_tier = None
+    for candidate in candidates:
+        if best_tier is not None and candidate.tier > best_tier:
+            break  # a stronger candidate is proven: weaker evidence cannot change the decision
+        attempt = verifier.attempt(candidate)
+        attempts.append(attempt)
+        if attempt.verified and best_tier is None:
+            best_tier = candidate.tier
+    skipped = len(candidates) - len(attempts)
+    verified = [a for a in attempts if a.verified]
+    if not verified:
+        first = attempts[0]
+        return trace(
+            "unrecoverable",
+            f"{len(attempts)} candidate(s), none fits the weights; {first.candidate.source.label}: {first.reason}",
+            attempts,
+        )
+    top = [a for a in verified if a.candidate.tier == best_tier]
+    documents = {content_key(a.document or {}) for a in top}
+    if len(documents) > 1:
+        labels = ", ".join(a.candidate.source.label for a in top)
+        return trace(
+            "ambiguous",
+            f"{len(top)} candidates fit the weights with different configs and equally strong evidence "
+            f"({top[0].candidate.tier.label}): {labels}; nothing written, write the sidecar from the right one",
+            attempts,
+            skipped,
+        )
+    chosen = top[0]
+    agreeing = [a for a in verified if content_key(a.document or {}) == content_key(chosen.document or {})]
+    origin = f"from {chosen.candidate.source.label} ({chosen.candidate.tier.label})"
+    if settings.dry_run:
+        return trace("would-write", f"would write {sidecar.name} {origin}", attempts, skipped)
+    document = {**(chosen.document or {}), "_provenance": provenance(chosen, agreeing, sidecar)}
+    try:
+        written = write_sidecar(sidecar, document)
+    except CheckError as exc:
+        return trace("unwritable", f"proven {origin}, but {exc.message}", attempts, skipped)
+    if not written:
+        return trace("exists", f"{sidecar.name} appeared meanwhile (another run?); left as it is", attempts, skipped)
+    return trace("written", f"wrote {sidecar.name} {origin}", attempts, skipped)
+
+
+def recover(gate: Any, settings: RecoverySettings) -> list[RecoveryTrace]:
+    """Recover every missing config; returns one trace per checkpoint that had none."""
+    missing = missing_configs(gate)
+    if not missing:
+        return []
+    sources = gather_sources(gate.settings.outputs_dir, settings.wandb_dir)
+    offsets = matching.observed_offsets(sources, settings.tolerance_s) | set(settings.utc_offsets)
+    traces = [recover_one(gate, ckpt, sources, settings, offsets) for ckpt in missing]
+    configs.clear_cache()  # the checks must see the sidecars just written
+    return traces

@@ -1,0 +1,55 @@
+"""Prove a candidate config: the model it builds must load the checkpoint's weights strictly and run forward.
+
+The same gate code as the checks (schema and target allowlist before any import, build, strict load,
+forward on cpu), so a config written by ``--fix`` passes the checks by construction. Non-finite outputs do
+not reject a config: they come from the weights (a diverged run), and the forward check reports them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ckptgate import forward
+from ckptgate.discovery import CheckpointRecord
+from ckptgate.errors import CheckError, describe_exception
+from ckptgate.recovery.evidence import Attempt, Candidate, content_key
+
+
+class Verifier:
+    """Verifies candidates for one checkpoint; the checkpoint is read once, equal documents proven once."""
+
+    def __init__(self, gate: Any, ckpt: CheckpointRecord, checkpoint: Any, state_dict: Any, device: Any) -> None:
+        self.gate, self.ckpt = gate, ckpt
+        self.checkpoint, self.state_dict, self.device = checkpoint, state_dict, device
+        self._proven: dict[str, tuple[bool, str]] = {}
+
+    def attempt(self, candidate: Candidate) -> Attempt:
+        document = candidate.source.sidecar_sections()
+        if document is None:
+            return Attempt(candidate, False, "its config has no `model` section")
+        key = content_key(document)
+        if key not in self._proven:
+            self._proven[key] = self._prove(document)
+        verified, reason = self._proven[key]
+        return Attempt(candidate, verified, reason, document)
+
+    def _prove(self, document: dict[str, Any]) -> tuple[bool, str]:
+        section = document["model"]
+        problems = self.gate.section_problems(section, "$.model", self.ckpt)
+        if problems:
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            return False, f"config rejected before building: {problems[0]}{more}"
+        try:
+            loaded = self.gate.build_loaded(self.ckpt, section, self.checkpoint, self.state_dict, self.device)
+        except CheckError as exc:
+            return False, exc.message.splitlines()[0]
+        try:
+            inputs = self.gate.inputs(self.ckpt, loaded, document)
+            report = forward.run_forward(loaded.model, inputs, loaded.device)
+        except CheckError as exc:
+            if "non-finite" not in exc.message:
+                return False, exc.message.splitlines()[0]
+            return True, f"{loaded.describe()}; forward runs (its outputs are not finite: the weights are bad)"
+        except Exception as exc:  # a hook or model failing in an unexpected way
+            return False, f"forward pass failed: {describe_exception(exc)}"
+        return True, f"{loaded.describe()}; forward ok ({len(report.outputs)} output tensors)"
