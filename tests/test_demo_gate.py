@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from fixtures.demo_tree import demo_expectations
 
 CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +68,23 @@ def test_the_family_rule_reaches_the_gate_through_the_validate_hook(
     without = checks.run(tmp_path / "outputs", tmp_path, "-p", "no:fixtures.demo_plugin")
     assert without.outcomes["test_config_schema[exp_20251020_090000/checkpoints/best.ckpt]"][0] == "passed"
     assert without.outcomes["test_weights_load[exp_20251020_090000/checkpoints/best.ckpt]"][0] == "failure"
+
+
+def test_the_sample_report_in_examples_is_what_the_demo_renders(demo_root: Path, tmp_path: Path, checks: Any) -> None:
+    """README links examples/demo-report.md: it must stay what the current code renders from the demo."""
+    run = checks.run(demo_root / "outputs", tmp_path, "--fix-dry-run", "--ckpt-report", str(tmp_path / "r.md"))
+    assert run.returncode == pytest.ExitCode.TESTS_FAILED
+
+    def stable(text: str) -> list[str]:
+        """Without what differs between two builds of the same demo: the generation time, where the tree
+        lies, and byte sizes (the checkpoints hold their temporary build folder's path)."""
+        skipped = ("**Generated on:**", "**Outputs directory:**")
+        lines = [line for line in text.splitlines() if not line.startswith(skipped)]
+        lines = [re.sub(r"\| [\d.]+ \|", "| N |", line) for line in lines]  # size cells
+        return [re.sub(r"[\d,.]+ (MB|bytes)", r"N \1", line) for line in lines]
+
+    committed = (REPO / "examples" / "demo-report.md").read_text()
+    assert stable((tmp_path / "r.md").read_text()) == stable(committed), (
+        "examples/demo-report.md is stale: regenerate it with "
+        "`pytest checks/ --fix-dry-run --ckpt-report examples/demo-report.md`"
+    )

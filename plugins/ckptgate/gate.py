@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptgate import building, configs, devices, forward, loading, schema, targets
+from ckptgate import building, configs, devices, forward, loading, schema, sharding, targets
 from ckptgate.discovery import CheckpointRecord, Discovery, discover
 from ckptgate.documents import find_unloaded
 from ckptgate.errors import CheckError, describe_exception, first_line
@@ -69,6 +69,7 @@ class GateSettings:
     trust_pickle: bool = False
     target_allow: tuple[str, ...] = ()
     safe_globals: tuple[str, ...] = ()
+    shard: tuple[int, int] | None = None  # (K, N): only the checkpoints of shard K of N
 
     @property
     def allowed_targets(self) -> tuple[str, ...]:
@@ -119,11 +120,24 @@ class Gate:
     _outcomes: dict[tuple[str, Check, str], Any] = field(default_factory=dict, repr=False)
     _models: OrderedDict[tuple[str, str], LoadedModel] = field(default_factory=OrderedDict, repr=False)
 
+    def __post_init__(self) -> None:
+        configs.clear_cache()  # folder listings are per session: files change between sessions
+
     # -- discovery ------------------------------------------------------------------------------------
     def discovery(self) -> Discovery:
+        """The checkpoints this process checks (this shard's, with --ckpt-shard), found once."""
         if self._discovery is None:
-            self._discovery = discover(self.settings.outputs_dir)
+            found = discover(self.settings.outputs_dir)
+            if self.settings.shard is not None:
+                index, count = self.settings.shard
+                found.checkpoints = [c for c in found.checkpoints if sharding.shard_of(c.relpath, count) == index]
+            self._discovery = found
         return self._discovery
+
+    def known_config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig | None:
+        """The config this process already resolved for ``ckpt`` (for reports), without resolving it."""
+        outcome = self._outcomes.get((ckpt.relpath, Check.CONFIG_PRESENT, ""))
+        return outcome if isinstance(outcome, configs.ResolvedConfig) else None
 
     @property
     def schema_checker(self) -> schema.SchemaChecker:

@@ -8,26 +8,25 @@ neither torch nor the user's model code; nothing happens until a test asks for t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ckptgate import devices, report
+from ckptgate import devices, sharding
+from ckptgate.baseline import BaselineError
 from ckptgate.building import FactorySpecError, parse_factory_spec
 from ckptgate.discovery import CheckpointRecord, Discovery
-from ckptgate.errors import first_line
 from ckptgate.forward import DEFAULT_INPUT_SHAPE, parse_shape
 from ckptgate.gate import Check, CheckFailed, Gate, GateSettings
 from ckptgate.recovery.matching import DEFAULT_TOLERANCE_S, parse_offset
 from ckptgate.recovery.recover import RecoverySettings, RecoveryTrace, default_wandb_dir, recover
+from ckptgate.reporting import GateReporter, ReportSettings
 from ckptgate.schema import SchemaChecker, SchemaFileError
 
 GATE_KEY = pytest.StashKey[Gate]()
-RECOVERY_KEY = pytest.StashKey[list[RecoveryTrace]]()
 RECOVERY_INPUT = "ckptgate_recovery_notes"
-SUMMARY_KEY = pytest.StashKey[report.Summary]()
+REPORTER_KEY = pytest.StashKey[GateReporter]()
 DEFAULT_OUTPUTS = "outputs"
 
 
@@ -125,6 +124,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         metavar="HOURS",
     )
+    option("--ckpt-report", "ckpt_report", "write a Markdown report of every checkpoint to PATH", metavar="PATH")
+    option("--ckpt-json", "ckpt_json", "write the JSON report (schemas/report.schema.json) to PATH", metavar="PATH")
+    option(
+        "--ckpt-baseline",
+        "ckpt_baseline",
+        "baseline of known-unusable checkpoints: their failures are expected (strict xfail); new ones fail",
+        metavar="FILE",
+    )
+    group.addoption(
+        "--ckpt-baseline-update",
+        dest="ckpt_baseline_update",
+        action="store_true",
+        help="rewrite the --ckpt-baseline file from this run (unusable in, usable out)",
+    )
+    group.addoption(
+        "--ckpt-shard",
+        dest="ckpt_shard",
+        metavar="K/N",
+        help="check only shard K of N (1-based), split by a stable hash of the checkpoint path",
+    )
     group.addoption(
         "--fix",
         dest="ckpt_fix",
@@ -175,6 +194,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         if factory:
             parse_factory_spec(factory)
         shape = parse_shape(str(_value(config, "ckpt_input_shape")))
+        shard = sharding.parse(config.getoption("ckpt_shard")) if config.getoption("ckpt_shard") else None
     except (FactorySpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     return GateSettings(
@@ -187,6 +207,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         trust_pickle=bool(config.getoption("ckpt_trust_pickle") or config.getini("ckpt_trust_pickle")),
         target_allow=tuple(_value(config, "ckpt_target_allow") or ()),
         safe_globals=tuple(_value(config, "ckpt_safe_globals") or ()),
+        shard=shard,
     )
 
 
@@ -213,6 +234,18 @@ def recovery_settings_from(config: pytest.Config, gate: Gate) -> RecoverySetting
     )
 
 
+def report_settings_from(config: pytest.Config) -> ReportSettings:
+    settings = ReportSettings(
+        markdown=_path(config, "ckpt_report"),
+        json=_path(config, "ckpt_json"),
+        baseline=_path(config, "ckpt_baseline"),
+        baseline_update=bool(config.getoption("ckpt_baseline_update")),
+    )
+    if settings.baseline_update and settings.baseline is None:
+        raise pytest.UsageError("--ckpt-baseline-update needs --ckpt-baseline FILE (or ckpt_baseline in your ini)")
+    return settings
+
+
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from(config)
     gate = Gate(settings, hook=config.hook)
@@ -225,8 +258,12 @@ def pytest_configure(config: pytest.Config) -> None:
         except SchemaFileError as exc:
             raise pytest.UsageError(str(exc)) from None
     config.stash[GATE_KEY] = gate
-    summary = config.stash[SUMMARY_KEY] = report.Summary()
-    config.pluginmanager.register(_SummaryCollector(summary), "ckptgate-summary")
+    try:
+        reporter = GateReporter(config, gate, report_settings_from(config))
+    except BaselineError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[REPORTER_KEY] = reporter
+    config.pluginmanager.register(reporter, "ckptgate-reporter")
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "ckptgate-xdist")
     if _fixing(config):
@@ -245,8 +282,10 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     gate = gate_of(config)
     if not gate.settings.outputs_dir.is_dir():
         return  # reported at collection, as without --fix
-    traces = recover(gate, recovery_settings_from(config, gate))
-    config.stash[RECOVERY_KEY] = traces
+    settings = recovery_settings_from(config, gate)
+    traces = recover(gate, settings)
+    reporter = config.stash[REPORTER_KEY]
+    reporter.traces, reporter.recovery_mode = traces, "dry-run" if settings.dry_run else "fix"
     gate.recovery_notes.update(recovery_notes(traces))
 
 
@@ -310,7 +349,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             found.checkpoints,
             ids=[record.relpath for record in found.checkpoints],
             indirect=True,
-            scope="session",
+            scope="function",
         )
     else:
         reason = f"no *.ckpt files under {found.root}"
@@ -415,79 +454,6 @@ def ckpt_state_dict(ckpt_loaded: Any) -> Any:
 def ckpt_input(checkpoint: CheckpointRecord, ckpt_gate: GateRunner) -> Any:
     """The forward input the gate uses for this checkpoint (on cpu)."""
     return ckpt_gate.inputs(checkpoint)
-
-
-# -- reports -----------------------------------------------------------------------------------------
-def _check_label(item: pytest.Item) -> str:
-    name = getattr(item, "originalname", item.name).removeprefix("test_")
-    callspec = getattr(item, "callspec", None)
-    device = callspec.params.get("ckpt_device") if callspec is not None else None
-    return f"{name}[{device}]" if device else name
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
-    rep = yield
-    callspec = getattr(item, "callspec", None)
-    record = callspec.params.get("checkpoint") if callspec is not None else None
-    if not isinstance(record, CheckpointRecord):
-        return rep
-    rep.user_properties.append((report.CKPT, record.relpath))
-    rep.user_properties.append((report.CHECK, _check_label(item)))
-    failure = getattr(call.excinfo.value, "ckptgate_failure", None) if call.excinfo is not None else None
-    if isinstance(failure, CheckFailed):
-        root = failure.root
-        rep.user_properties.append((report.ROOT_CHECK, root.check.value))
-        rep.user_properties.append((report.ROOT_CAUSE, first_line(root.message)))
-    elif rep.failed and call.excinfo is not None:  # a user's own check, or a fixture that failed
-        rep.user_properties.append((report.ROOT_CHECK, _check_label(item)))
-        cause = str(call.excinfo.value).strip() or call.excinfo.exconly()
-        rep.user_properties.append((report.ROOT_CAUSE, first_line(cause)))
-    return rep
-
-
-class _SummaryCollector:
-    """Registered per config (as pytest's own reporters are) so the logreport hook reaches its summary."""
-
-    def __init__(self, summary: report.Summary) -> None:
-        self.summary = summary
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        self.summary.add(report.user_properties, report.when or "call", report.outcome, report.nodeid)
-
-
-@pytest.hookimpl(wrapper=True, tryfirst=True)
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Iterator[None]:
-    """Per-checkpoint verdicts, printed last: after pytest's short test summary, before its final line."""
-    result = yield
-    if hasattr(config, "workerinput"):
-        return result
-    traces = config.stash.get(RECOVERY_KEY, None)
-    if traces is not None:
-        dry_run = bool(config.getoption("ckpt_fix_dry_run"))
-        terminalreporter.write_sep("=", "ckptgate --fix-dry-run (nothing written)" if dry_run else "ckptgate --fix")
-        for line in recovery_lines(traces, detailed=dry_run or config.get_verbosity() > 0):
-            terminalreporter.write_line(line)
-    summary = config.stash.get(SUMMARY_KEY, None)
-    if summary is None or not summary.verdicts:
-        return result
-    terminalreporter.write_sep("=", "ckptgate")
-    for line in summary.lines(verbose=config.get_verbosity() > 0):
-        terminalreporter.write_line(line)
-    return result
-
-
-def recovery_lines(traces: list[RecoveryTrace], *, detailed: bool) -> list[str]:
-    if not traces:
-        return ["every checkpoint has a config: nothing to recover"]
-    counts: dict[str, int] = {}
-    for trace in traces:
-        counts[trace.outcome] = counts.get(trace.outcome, 0) + 1
-    shown = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
-    lines = [f"{len(traces)} checkpoint(s) without a config: {shown}"]
-    for trace in traces:
-        lines += trace.lines() if detailed else [f"  {trace.relpath}", f"    {trace.outcome}: {trace.reason}"]
-    return lines
 
 
 __all__ = ["GATE_KEY", "Check", "CkptgateDiscoveryWarning", "GateRunner", "gate_failed", "gate_of"]

@@ -1,8 +1,8 @@
 """Turn per-test reports into per-checkpoint verdicts: usable or not, and the one root cause.
 
 Works from what every test report carries in ``user_properties`` (``ckpt``, ``ckpt_check``,
-``ckpt_root_check``, ``ckpt_root_cause``), so the same code serves serial runs and the xdist controller,
-which only sees reports.
+``ckpt_root_check``, ``ckpt_root_cause``, ``config_source``), so the same code serves serial runs and the
+xdist controller, which only sees reports.
 """
 
 from __future__ import annotations
@@ -15,7 +15,16 @@ CKPT = "ckpt"
 CHECK = "ckpt_check"
 ROOT_CHECK = "ckpt_root_check"
 ROOT_CAUSE = "ckpt_root_cause"
+CONFIG_SOURCE = "config_source"
 CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
+BAD = frozenset({"failed", "error", "xfailed"})  # xfailed: expected unusable (in the baseline)
+GOOD = frozenset({"passed", "xpassed"})  # xpassed: listed in the baseline, but it passes now
+
+
+def check_rank(check: str) -> int:
+    """Position of a check (``forward[cpu]`` counts as ``forward``); a user's own checks come last."""
+    base = check.split("[", 1)[0]
+    return CHECK_ORDER.index(base) if base in CHECK_ORDER else len(CHECK_ORDER)
 
 
 @dataclass
@@ -23,21 +32,49 @@ class CheckpointVerdict:
     """Everything the run learned about one checkpoint."""
 
     relpath: str
-    outcomes: dict[str, str] = field(default_factory=dict)  # "forward[cpu]" -> passed/failed/skipped/error
+    outcomes: dict[str, str] = field(default_factory=dict)  # "forward[cpu]" -> an outcome_of() value
     root_check: str | None = None
     root_cause: str | None = None
+    config_source: str | None = None
 
     @property
     def usable(self) -> bool:
         values = self.outcomes.values()
-        return "passed" in values and not any(v in ("failed", "error") for v in values)
+        return bool(GOOD.intersection(values)) and not BAD.intersection(values)
+
+    @property
+    def unusable(self) -> bool:
+        return bool(BAD.intersection(self.outcomes.values()))
+
+    @property
+    def in_baseline(self) -> bool:
+        """Every failure of this checkpoint was expected (an xfail from the baseline)."""
+        values = set(self.outcomes.values())
+        return "xfailed" in values and not values & {"failed", "error"}
 
     def note_root(self, check: str, cause: str) -> None:
         """Keep the earliest root cause in check order (reports arrive in any order under xdist)."""
-        rank = CHECK_ORDER.index(check) if check in CHECK_ORDER else len(CHECK_ORDER)
-        current = CHECK_ORDER.index(self.root_check) if self.root_check in CHECK_ORDER else len(CHECK_ORDER) + 1
-        if self.root_check is None or rank < current:
+        if self.root_check is None or check_rank(check) < check_rank(self.root_check):
             self.root_check, self.root_cause = check, cause
+
+
+def short_cause(relpath: str, cause: str) -> str:
+    """A root cause shown next to its checkpoint's path, without repeating the path."""
+    cause = cause.replace(f" for {relpath}", "")
+    if cause.startswith(relpath + " "):
+        cause = "the file " + cause.removeprefix(relpath + " ")
+    return cause
+
+
+def outcome_of(report: Any) -> str:
+    """passed / failed / error (a failure outside the test body) / skipped / xfailed / xpassed."""
+    if getattr(report, "wasxfail", None) is not None and report.outcome == "skipped":
+        return "xfailed"
+    if report.outcome == "failed" and report.when != "call":
+        return "error"
+    if report.outcome == "failed" and str(report.longrepr).startswith("[XPASS(strict)]"):
+        return "xpassed"  # a test failure for the gate (the baseline must shrink), but the check passed
+    return str(report.outcome)
 
 
 @dataclass
@@ -47,19 +84,20 @@ class Summary:
     verdicts: dict[str, CheckpointVerdict] = field(default_factory=dict)
 
     def add(self, properties: Iterable[tuple[str, Any]], when: str, outcome: str, nodeid: str) -> None:
+        """``outcome`` as :func:`outcome_of` gives it."""
         props = dict(properties)
         relpath = props.get(CKPT)
         if relpath is None:
             return
         verdict = self.verdicts.setdefault(relpath, CheckpointVerdict(relpath))
         check = str(props.get(CHECK, nodeid))
-        if when == "call" or outcome != "passed":
-            state = "error" if (when != "call" and outcome == "failed") else outcome
-            previous = verdict.outcomes.get(check)
-            if previous not in ("failed", "error"):
-                verdict.outcomes[check] = state
+        # a passed setup or teardown says nothing yet; a failure is never overwritten by a later phase
+        if (when == "call" or outcome != "passed") and verdict.outcomes.get(check) not in ("failed", "error"):
+            verdict.outcomes[check] = outcome
         if props.get(ROOT_CHECK):
             verdict.note_root(str(props[ROOT_CHECK]), str(props.get(ROOT_CAUSE, "")))
+        if props.get(CONFIG_SOURCE):
+            verdict.config_source = str(props[CONFIG_SOURCE])
 
     @property
     def usable(self) -> list[CheckpointVerdict]:
@@ -67,7 +105,7 @@ class Summary:
 
     @property
     def unusable(self) -> list[CheckpointVerdict]:
-        return [v for v in self.sorted() if not v.usable and any(o in ("failed", "error") for o in v.outcomes.values())]
+        return [v for v in self.sorted() if v.unusable]
 
     def sorted(self) -> list[CheckpointVerdict]:
         return [self.verdicts[key] for key in sorted(self.verdicts)]
@@ -76,14 +114,17 @@ class Summary:
         if not self.verdicts:
             return []
         usable, unusable = self.usable, self.unusable
-        total = len(self.verdicts)
-        lines = [f"{total} checkpoint(s) checked: {len(usable)} usable, {len(unusable)} unusable"]
+        expected = sum(v.in_baseline for v in unusable)
+        baseline = f" ({expected} expected, in the baseline)" if expected else ""
+        lines = [
+            f"{len(self.verdicts)} checkpoint(s) checked: {len(usable)} usable, {len(unusable)} unusable{baseline}"
+        ]
         for verdict in unusable:
-            cause = (verdict.root_cause or "").replace(f" for {verdict.relpath}", "")  # the path is on the line above
-            if cause.startswith(verdict.relpath + " "):
-                cause = "the file " + cause.removeprefix(verdict.relpath + " ")
-            lines.append(f"  UNUSABLE {verdict.relpath}")
+            cause = short_cause(verdict.relpath, verdict.root_cause or "")  # the path is on the line above
+            tag = "BASELINE" if verdict.in_baseline else "UNUSABLE"
+            lines.append(f"  {tag} {verdict.relpath}")
             lines.append(f"      {verdict.root_check}: {cause}")
         if verbose:
-            lines += [f"  usable   {verdict.relpath}" for verdict in usable]
+            for verdict in usable:
+                lines.append(f"  usable   {verdict.relpath}  ({verdict.config_source or 'config source not recorded'})")
         return lines

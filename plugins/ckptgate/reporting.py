@@ -1,0 +1,193 @@
+"""What a run tells people and CI: per-checkpoint verdicts in the terminal, JUnit properties, the Markdown
+and JSON reports, and the baseline that makes the gate adoptable on a repository that is already red.
+
+One :class:`GateReporter` is registered per pytest config (as pytest's own reporters are). Under xdist it
+works in the controller from the reports the workers send, so its output is the same as a serial run's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ckptgate import baseline, markdown, report, results
+from ckptgate.discovery import CheckpointRecord
+from ckptgate.errors import first_line
+from ckptgate.gate import CheckFailed, Gate
+from ckptgate.report import outcome_of
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    markdown: Path | None = None
+    json: Path | None = None
+    baseline: Path | None = None
+    baseline_update: bool = False
+
+
+def check_label(item: pytest.Item) -> str:
+    """``config_present``, ``forward[cpu]``, or a user's own ``my_check``: the report's name for a test."""
+    name = getattr(item, "originalname", item.name).removeprefix("test_")
+    callspec = getattr(item, "callspec", None)
+    device = callspec.params.get("ckpt_device") if callspec is not None else None
+    return f"{name}[{device}]" if device else name
+
+
+def checkpoint_of(item: pytest.Item) -> CheckpointRecord | None:
+    callspec = getattr(item, "callspec", None)
+    record = callspec.params.get("checkpoint") if callspec is not None else None
+    return record if isinstance(record, CheckpointRecord) else None
+
+
+def recovery_lines(traces: list[Any], *, detailed: bool) -> list[str]:
+    if not traces:
+        return ["every checkpoint has a config: nothing to recover"]
+    counts: dict[str, int] = {}
+    for trace in traces:
+        counts[trace.outcome] = counts.get(trace.outcome, 0) + 1
+    shown = ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
+    lines = [f"{len(traces)} checkpoint(s) without a config: {shown}"]
+    for trace in traces:
+        lines += trace.lines() if detailed else [f"  {trace.relpath}", f"    {trace.outcome}: {trace.reason}"]
+    return lines
+
+
+class GateReporter:
+    """Collects verdicts from test reports and turns them into everything a person or CI reads."""
+
+    def __init__(self, config: pytest.Config, gate: Gate, settings: ReportSettings) -> None:
+        self.config, self.gate, self.settings = config, gate, settings
+        self.summary = report.Summary()
+        self.traces: list[Any] | None = None  # set by --fix / --fix-dry-run
+        self.recovery_mode: str | None = None
+        self.expected = baseline.load(settings.baseline) if settings.baseline else {}
+        self.written: list[str] = []
+        self.errors: list[str] = []
+
+    @property
+    def controller(self) -> bool:
+        return not hasattr(self.config, "workerinput")
+
+    # -- baseline: expected-unusable checkpoints become strict xfails ------------------------------------
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        if not self.expected or self.settings.baseline is None:
+            return
+        for item in items:
+            record = checkpoint_of(item)
+            entry = self.expected.get(record.relpath) if record is not None else None
+            if entry is None:
+                continue
+            expectation = baseline.expectation(entry, check_label(item), self.settings.baseline)
+            if expectation is not None:
+                strict, reason = expectation
+                item.add_marker(pytest.mark.xfail(strict=strict, reason=reason))
+
+    # -- per-test: checkpoint, check, root cause and JUnit properties ------------------------------------
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
+        rep = yield
+        record = checkpoint_of(item)
+        if record is None:
+            return rep
+        # For JUnit XML (which reads them from the teardown report): once per test, on the item itself.
+        recorded = {name for name, _ in item.user_properties}
+        if rep.when == "setup":
+            item.user_properties += [("ckpt_size_mb", f"{record.size_mb:.1f}"), ("ckpt_run", record.run_relpath)]
+        elif rep.when == "call" and report.CONFIG_SOURCE not in recorded:
+            known = self.gate.known_config(record)
+            if known is not None:
+                item.user_properties.append((report.CONFIG_SOURCE, known.describe()))
+        # For the verdicts: every phase's report says which checkpoint and check it belongs to.
+        props = rep.user_properties
+        props.append((report.CKPT, record.relpath))
+        props.append((report.CHECK, check_label(item)))
+        failure = getattr(call.excinfo.value, "ckptgate_failure", None) if call.excinfo is not None else None
+        root: list[tuple[str, Any]] = []
+        if isinstance(failure, CheckFailed):
+            root = [
+                (report.ROOT_CHECK, failure.root.check.value),
+                (report.ROOT_CAUSE, first_line(failure.root.message)),
+            ]
+        elif call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
+            cause = str(call.excinfo.value).strip() or call.excinfo.exconly()  # a user's check, or a fixture
+            root = [(report.ROOT_CHECK, check_label(item)), (report.ROOT_CAUSE, first_line(cause))]
+        props.extend(root)
+        item.user_properties.extend(prop for prop in root if prop not in item.user_properties)  # JUnit too
+        return rep
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.summary.add(report.user_properties, report.when or "call", outcome_of(report), report.nodeid)
+
+    # -- files at the end of the session --------------------------------------------------------------
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        wanted = self.settings.markdown or self.settings.json or self.settings.baseline_update
+        if not self.controller or not wanted:
+            return
+        try:
+            checkpoints = self.gate.discovery().checkpoints
+        except (FileNotFoundError, NotADirectoryError):
+            checkpoints = []
+        try:
+            if self.settings.baseline_update and self.settings.baseline is not None:
+                existing = {c.relpath for c in checkpoints} if self.gate.settings.shard is None else None
+                kept = baseline.update(self.settings.baseline, self.expected, self.summary, existing)
+                self.written.append(f"baseline {self.settings.baseline} ({len(kept['checkpoints'])} checkpoints)")
+            document = results.build(
+                self.summary,
+                checkpoints,
+                outputs_dir=_shown(self.gate.settings.outputs_dir, self.config.rootpath),
+                traces=self.traces,
+                baseline=self.expected,
+                shard="{}/{}".format(*self.gate.settings.shard) if self.gate.settings.shard else None,
+                recovery_mode=self.recovery_mode,
+            )
+            if self.settings.json is not None:
+                results.write(document, self.settings.json)
+                self.written.append(f"JSON report {self.settings.json}")
+            if self.settings.markdown is not None:
+                _write_text(self.settings.markdown, markdown.render(document))
+                self.written.append(f"Markdown report {self.settings.markdown}")
+        except OSError as exc:
+            self.errors.append(f"ckptgate: could not write {exc.filename or 'a report'}: {exc.strerror or exc}")
+            session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+
+    # -- terminal: after pytest's short test summary, before its final line -----------------------------
+    @pytest.hookimpl(wrapper=True, tryfirst=True)
+    def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
+        result = yield
+        if not self.controller:
+            return result
+        if self.traces is not None:
+            dry_run = self.recovery_mode == "dry-run"
+            terminalreporter.write_sep("=", "ckptgate --fix-dry-run (nothing written)" if dry_run else "ckptgate --fix")
+            for line in recovery_lines(self.traces, detailed=dry_run or self.config.get_verbosity() > 0):
+                terminalreporter.write_line(line)
+        if self.summary.verdicts or self.written or self.errors:
+            terminalreporter.write_sep("=", "ckptgate")
+            for line in self.summary.lines(verbose=self.config.get_verbosity() > 0):
+                terminalreporter.write_line(line)
+            for line in self.written:
+                terminalreporter.write_line(f"wrote {line}")
+            for line in self.errors:
+                terminalreporter.write_line(line, red=True)
+        return result
+
+
+def _shown(path: Path, rootdir: Path) -> Path:
+    """Paths inside the rootdir as relative ones: a committed or shared report names no home folders."""
+    try:
+        return path.relative_to(rootdir)
+    except ValueError:
+        return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(path)
