@@ -21,7 +21,7 @@ from typing import Any
 import omegaconf  # noqa: F401
 import pytest
 import torch
-import yaml  # noqa: F401
+import yaml
 
 # A model family of one tiny class that takes a single `cfg`, like real teams' models.
 MODEL_SOURCE = textwrap.dedent(
@@ -44,6 +44,17 @@ MODEL_SOURCE = textwrap.dedent(
         return Net(cfg)
     """
 )
+
+
+def wandb_run(root: Path, name: str, config: dict, *, started_utc: str | None = None) -> Path:
+    """A wandb run folder in the newer layout (every key ``{value: ...}``), as wandb writes it online."""
+    files = root / "wandb" / name / "files"
+    files.mkdir(parents=True)
+    body = {"_wandb": {"value": {"cli_version": "0.19.1"}}} | {key: {"value": value} for key, value in config.items()}
+    (files / "config.yaml").write_text(yaml.safe_dump(body))
+    if started_utc:
+        (files / "wandb-metadata.json").write_text(json.dumps({"startedAt": started_utc, "program": "train.py"}))
+    return files / "config.yaml"
 
 
 def model_section(width: int = 4, **extra: Any) -> dict[str, Any]:

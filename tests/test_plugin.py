@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import model_section
+from conftest import model_section, wandb_run
 
 CHECKS = ("--pyargs", "ckptgate.checks")
 
@@ -415,19 +415,6 @@ def test_a_fifo_named_like_a_checkpoint_or_a_sidecar_neither_blocks_nor_crashes(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*run/best.config.json: not a regular file*"])
     result.stdout.fnmatch_lines(["*run/pipe.ckpt: named [*].ckpt but not a file*"])
-
-
-def wandb_run(root: Path, name: str, config: dict, *, started_utc: str | None = None) -> Path:
-    """A wandb run folder in the newer layout (every key ``{value: ...}``), as wandb writes it online."""
-    import yaml
-
-    files = root / "wandb" / name / "files"
-    files.mkdir(parents=True)
-    body = {"_wandb": {"value": {"cli_version": "0.19.1"}}} | {key: {"value": value} for key, value in config.items()}
-    (files / "config.yaml").write_text(yaml.safe_dump(body))
-    if started_utc:
-        (files / "wandb-metadata.json").write_text(json.dumps({"startedAt": started_utc, "program": "train.py"}))
-    return files / "config.yaml"
 
 
 def test_fix_writes_a_proven_sidecar_and_the_same_session_tests_it(

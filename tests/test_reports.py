@@ -17,7 +17,7 @@ from ckptgate.__main__ import main as ckptgate_main
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conftest import model_section
+from conftest import model_section, wandb_run
 
 CHECKS = ("--pyargs", "ckptgate.checks", "--ckpt-device", "cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -119,8 +119,6 @@ def test_the_json_report_carries_the_recovery_trace(
     pytester: pytest.Pytester, gate_tree: Callable[..., Path], bare_lightning_ckpt: Path
 ) -> None:
     gate_tree("lost_20251017_215423/checkpoints/best.ckpt", source=bare_lightning_ckpt)
-    from test_plugin import wandb_run
-
     wandb_run(pytester.path, "run-20251017_215424-j8v6ba0v", {"model": model_section()})
     pytester.runpytest(*CHECKS, "--fix-dry-run", "--ckpt-json", "r.json", "--ckpt-report", "r.md")
     document = results.load(pytester.path / "r.json")
