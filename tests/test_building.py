@@ -289,7 +289,7 @@ def test_missing_factory_module_is_a_check_error(tmp_path: Path, write_module: C
 def test_instantiate_on_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     section = {"_target_": "torch.nn.Linear", "in_features": 5, "out_features": 4}
-    built, how = build_model(section, None, hook=Hook(result=None), rootdir=tmp_path)
+    built, how = build_model(section, None, hook=Hook(result=None), rootdir=tmp_path, allowed=("torch.nn",))
     assert isinstance(built, torch.nn.Linear)
     assert built.weight.shape == (4, 5)
     assert how == "hydra.utils.instantiate(torch.nn.Linear)"
@@ -302,7 +302,7 @@ def test_instantiate_of_a_single_cfg_class_suggests_a_factory(
     name = write_module(FACTORY_SOURCE)  # importable only from the rootdir: instantiate finds it there
     section = {**SECTION, "_target_": f"{name}.Net"}
     with pytest.raises(CheckError) as info:
-        build_model(section, None, rootdir=tmp_path)
+        build_model(section, None, rootdir=tmp_path, allowed=(name,))
     message = str(info.value)
     assert f"hydra.utils.instantiate({name}.Net) failed: TypeError" in message
     assert "unexpected keyword argument" in message
@@ -313,7 +313,7 @@ def test_instantiate_of_a_single_cfg_class_suggests_a_factory(
 def test_instantiate_returning_a_non_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     with pytest.raises(CheckError, match=r"hydra.utils.instantiate\(collections.OrderedDict\) returned OrderedDict"):
-        build_model({"_target_": "collections.OrderedDict", "a": 1}, None, rootdir=tmp_path)
+        build_model({"_target_": "collections.OrderedDict", "a": 1}, None, rootdir=tmp_path, allowed=("collections",))
 
 
 @pytest.mark.parametrize("section", [{}, {"in_features": 3}, {"_target_": 5}, {"_target_": None}])
@@ -324,3 +324,30 @@ def test_nothing_to_build_with(tmp_path: Path, section: dict[str, Any]) -> None:
     assert "no `_target_`" in message
     assert "ckpt_model_factory" in message
     assert "pytest_ckptgate_build_model" in message
+
+
+def test_an_allowed_name_that_is_really_something_else_is_refused_before_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mypkg`` is allowed, but ``mypkg.make`` is ``torch.save`` and ``mypkg.T.save`` reaches it through an
+    import alias: what the object really is decides, just before Hydra would call it."""
+    package = tmp_path / "aliaspkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "import torch as T\nfrom torch import save as make\nfrom torch.nn import Linear\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "aliaspkg", raising=False)
+    victim = tmp_path / "overwritten.bin"
+    for target in ("aliaspkg.make", "aliaspkg.T.save"):
+        section = {"_target_": target, "obj": {"x": 1}, "f": str(victim)}
+        with pytest.raises(
+            CheckError, match=rf"'{re.escape(target)}' is really 'torch.serialization.save', and `torch"
+        ):
+            build_model(section, None, rootdir=tmp_path, allowed=("aliaspkg",))
+        assert not victim.exists()
+    linear = {"_target_": "aliaspkg.Linear", "in_features": 2, "out_features": 3}
+    with pytest.raises(CheckError, match=r"is really 'torch.nn.modules.linear.Linear', outside the allowed"):
+        build_model(linear, None, rootdir=tmp_path, allowed=("aliaspkg",))
+    model, how = build_model(linear, None, rootdir=tmp_path, allowed=("aliaspkg", "torch.nn"))
+    assert isinstance(model, torch.nn.Linear) and how == "hydra.utils.instantiate(aliaspkg.Linear)"

@@ -229,3 +229,67 @@ def test_checking_targets_imports_nothing() -> None:
     (message,) = target_errors({"_target_": f"{name}.Model"}, [])
     assert "Nothing was imported" in message
     assert name not in sys.modules
+
+
+# ------------------------------------------------- what Hydra would resolve after the check (issue 6)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "${oc.create:{_target_: builtins.open, _args_: [x, w]}}",  # an escaped `\${` in a sidecar leaves this
+        "${oc.decode:'{_target_: os.system}'}",
+        "prefix ${oc.env:HOME} suffix",
+        "${${name}:x}",
+    ],
+)
+def test_a_string_still_holding_an_interpolation_is_refused(value: str) -> None:
+    (message,) = target_errors({"_target_": "mypkg.Net", "extra": {"deep": [value]}}, ["mypkg"], base="$.model")
+    assert message.startswith("$.model.extra.deep[0]: ")
+    assert "is an interpolation that would be resolved only when the model is built" in message
+    assert "Nothing was imported." in message
+
+
+def test_an_interpolated_target_is_refused_once() -> None:
+    (message,) = target_errors({"_target_": "mypkg.${oc.env:T}"}, ["mypkg"])
+    assert message == (
+        "$._target_: `_target_` 'mypkg.${oc.env:T}' is an interpolation: what it names would be known only when "
+        "the model is built, after this check. Nothing was imported."
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "reached"),
+    [
+        ("mypkg.torch.save", "torch.save"),
+        ("mypkg.models.os.system", "os.system"),
+        ("mypkg.subprocess.Popen", "subprocess.Popen"),
+        ("mypkg.nets.builtins.eval", "builtins.eval"),
+        ("mypkg.hydra.utils.instantiate", "hydra.utils.instantiate"),
+    ],
+)
+def test_a_refused_module_reached_through_an_allowed_package_is_refused(target: str, reached: str) -> None:
+    """Hydra resolves ``mypkg.torch.save`` as ``getattr(mypkg, "torch").save`` when mypkg imports torch."""
+    (message,) = target_errors({"_target_": target}, ["mypkg"])
+    assert f"reaches `{reached}` through the allowed package `mypkg`" in message
+    assert "Nothing was imported." in message
+
+
+def test_a_module_of_your_own_with_a_refused_name_is_allowed_by_name() -> None:
+    """``mypkg.io`` may be your own module: allowing it by name admits what lies below it."""
+    (message,) = target_errors({"_target_": "mypkg.io.Reader"}, ["mypkg"])
+    assert "allow it by name (ckpt_target_allow = mypkg.io)" in message
+    assert target_errors({"_target_": "mypkg.io.Reader"}, ["mypkg", "mypkg.io"]) == []
+    assert target_errors({"_target_": "mypkg.models.Net"}, ["mypkg"]) == []  # an ordinary path stays allowed
+
+
+def test_a_dunder_attribute_is_refused() -> None:
+    (message,) = target_errors({"_target_": "mypkg.__builtins__.get"}, ["mypkg"])
+    assert "goes through the private attribute `__builtins__`" in message
+
+
+@given(st.sampled_from(ALWAYS_REFUSED), st.lists(SEGMENT.filter(lambda s: s and not s.startswith("__")), max_size=2))
+def test_anything_refused_stays_refused_below_an_allowed_package(refused: str, rest: list[str]) -> None:
+    target = ".".join(["mypkg", "models", refused, *rest])
+    (message,) = target_errors({"_target_": target}, ["mypkg"])
+    assert f"`{refused}` is refused" in message

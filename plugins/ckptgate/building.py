@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ckptgate import targets
 from ckptgate.errors import CheckError, describe_exception
 
 
@@ -74,6 +75,7 @@ def build_model(
     hook: Any = None,
     factory: str | None = None,
     rootdir: Path,
+    allowed: tuple[str, ...] = (),
 ) -> tuple[Any, str]:
     """The model for a model section, and a phrase saying how it was built (for messages)."""
     from omegaconf import OmegaConf
@@ -106,6 +108,9 @@ def build_model(
         )
     how = f"hydra.utils.instantiate({target})"
     ensure_importable_from(rootdir)
+    refused = targets.resolved_errors(section, allowed, base="$.model")
+    if refused:
+        raise CheckError(f"refused to build the model: {refused[0]}")
     from hydra.utils import instantiate
 
     try:

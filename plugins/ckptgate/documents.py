@@ -51,7 +51,7 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:set", lambda loader, node: f"{U
 _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_scalar)
 
 
-def _check_shape(document: Any, where: str) -> None:
+def check_shape(document: Any, where: str) -> None:
     """Refuse documents that are too deep or expand to too many nodes (YAML aliases share subtrees)."""
     count = 0
     stack: list[tuple[Any, int]] = [(document, 0)]
@@ -90,7 +90,7 @@ def parse_document(text: str, *, suffix: str, where: str) -> Any:
         kind = "JSON" if suffix == ".json" else "YAML"
         detail = str(exc).splitlines()[0] if str(exc) else ""
         raise DocumentError(f"{where}: not valid {kind}: {type(exc).__name__}: {detail}") from None
-    _check_shape(document, where)
+    check_shape(document, where)
     return document
 
 

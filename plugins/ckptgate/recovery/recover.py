@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from ckptgate import __version__, configs
-from ckptgate.discovery import CheckpointRecord
-from ckptgate.errors import CheckError
+from ckptgate.discovery import CheckpointRecord, printable
+from ckptgate.errors import CheckError, describe_exception
 from ckptgate.recovery import hydra_runs, matching, stored_hparams, wandb_runs
 from ckptgate.recovery.evidence import Attempt, Source, content_key, sha256_of
 from ckptgate.recovery.verify import Verifier
@@ -116,7 +116,7 @@ def recover_one(
     sidecar = ckpt.path.with_name(ckpt.stem + ".config.json")
 
     def trace(outcome: str, reason: str, attempts: list[Attempt] | None = None, skipped: int = 0) -> RecoveryTrace:
-        return RecoveryTrace(ckpt.relpath, sidecar, outcome, reason, attempts or [], skipped)
+        return RecoveryTrace(ckpt.relpath, sidecar, outcome, printable(reason), attempts or [], skipped)
 
     try:
         checkpoint, state_dict, device = gate.read(ckpt, "cpu")
@@ -189,6 +189,20 @@ def recover(gate: Any, settings: RecoverySettings) -> list[RecoveryTrace]:
         return []
     sources = gather_sources(gate.settings.outputs_dir, settings.wandb_dir)
     offsets = matching.observed_offsets(sources, settings.tolerance_s) | set(settings.utc_offsets)
-    traces = [recover_one(gate, ckpt, sources, settings, offsets) for ckpt in missing]
+    traces = [_recover_guarded(gate, ckpt, sources, settings, offsets) for ckpt in missing]
     configs.clear_cache()  # the checks must see the sidecars just written
     return traces
+
+
+def _recover_guarded(
+    gate: Any, ckpt: CheckpointRecord, sources: list[Source], settings: RecoverySettings, offsets: set[int]
+) -> RecoveryTrace:
+    """One checkpoint's recovery. Recovery runs at session start, before any test: an unexpected error there
+    (the user's model code failing oddly, a file crafted to break a reader) would abort the whole session, so
+    it becomes this checkpoint's "unrecoverable" outcome instead, with its cause; nothing is written."""
+    try:
+        return recover_one(gate, ckpt, sources, settings, offsets)
+    except Exception as exc:
+        sidecar = ckpt.path.with_name(ckpt.stem + ".config.json")
+        reason = printable(f"recovery failed: {describe_exception(exc)}")
+        return RecoveryTrace(ckpt.relpath, sidecar, "unrecoverable", reason)

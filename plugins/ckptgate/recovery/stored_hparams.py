@@ -10,6 +10,7 @@ from pathlib import PurePath
 from typing import Any
 
 from ckptgate.discovery import CheckpointRecord
+from ckptgate.documents import check_shape
 from ckptgate.recovery.evidence import Source
 from ckptgate.recovery.wandb_runs import unflatten
 
@@ -36,15 +37,24 @@ def plain(value: Any) -> Any:
 
 
 def source(ckpt: CheckpointRecord, checkpoint: Any) -> Source | None:
-    """The stored hyperparameters as a source, when they hold a model section."""
+    """The stored hyperparameters as a source, when they hold a model section.
+
+    They come from the file, through the weights-only loader: data only, but any shape a crafted pickle can
+    build (a list that holds itself, 100,000 levels of nesting, an OmegaConf container with broken insides).
+    What cannot be read as a bounded config is no evidence.
+    """
     if not isinstance(checkpoint, Mapping):
         return None
-    stored = checkpoint.get("hyper_parameters")
-    if stored is None:
+    try:
+        stored = checkpoint.get("hyper_parameters")
+        if stored is None:
+            return None
+        config = plain(stored)
+        if not isinstance(config, dict):
+            return None
+        config = unflatten(config)
+        check_shape(config, "hyper_parameters")
+    except Exception:  # RecursionError, DocumentError, whatever a malformed container raises
         return None
-    config = plain(stored)
-    if not isinstance(config, dict):
-        return None
-    config = unflatten(config)
     found = Source(kind="checkpoint", label="hyper_parameters stored in the checkpoint", path=ckpt.path, config=config)
     return found if found.model_key is not None else None
