@@ -61,6 +61,14 @@ def model_section(width: int = 4, **extra: Any) -> dict[str, Any]:
     return {"_target_": "mymodels.Net", "name": "net", "width": width, **extra}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The security suite's figures are printed by the process that prints the summary: under xdist that is
+    the controller, which imports this conftest but never ``tests/security/conftest.py``."""
+    from security.figures import register
+
+    register(config)
+
+
 @pytest.fixture(scope="session")
 def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Lightning checkpoint of ``Net(width=4)`` wrapped as ``self.model``, hparams as a DictConfig."""

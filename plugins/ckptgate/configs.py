@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptgate.discovery import CheckpointRecord
+from ckptgate.discovery import CheckpointRecord, printable
 from ckptgate.documents import DocumentError, has_interpolation, read_document
 from ckptgate.errors import CheckError, first_line
 
@@ -80,12 +80,14 @@ def _exists(path: Path) -> bool:
     return path.name in _names(path.parent)
 
 
-def _ancestors(ckpt: CheckpointRecord, root: Path) -> Iterator[Path]:
-    """The checkpoint's folder and its parents, strictly inside the outputs dir."""
-    directory = ckpt.path.parent
-    while directory != root and root in directory.parents:
-        yield directory
-        directory = directory.parent
+def _folder_and_parents(folder: Path, root: Path) -> Iterator[Path]:
+    """A checkpoint's folder and its parents, strictly inside the outputs dir."""
+    try:
+        parts = folder.relative_to(root).parts
+    except ValueError:
+        return
+    for depth in range(len(parts), 0, -1):
+        yield root.joinpath(*parts[:depth])
 
 
 def _version_key(path: Path) -> tuple[int, str]:
@@ -96,10 +98,15 @@ def _version_key(path: Path) -> tuple[int, str]:
 def candidates(ckpt: CheckpointRecord, root: Path) -> list[Candidate]:
     """Every place, in order, where this checkpoint's config may be (whether or not it exists)."""
     found = [Candidate("sidecar", ckpt.path.with_name(ckpt.stem + suffix)) for suffix in SIDECAR_SUFFIXES]
-    ancestors = list(_ancestors(ckpt, root))
-    found += [Candidate("hydra", directory.joinpath(*HYDRA_CONFIG)) for directory in ancestors]
-    found += [Candidate("hparams", directory / HPARAMS) for directory in ancestors]
-    return found
+    return found + list(_folder_candidates(ckpt.path.parent, root))
+
+
+@functools.lru_cache(maxsize=8192)
+def _folder_candidates(folder: Path, root: Path) -> tuple[Candidate, ...]:
+    """The Hydra and hparams places of a folder and its parents (shared by the checkpoints in it)."""
+    ancestors = list(_folder_and_parents(folder, root))
+    found = [Candidate("hydra", directory.joinpath(*HYDRA_CONFIG)) for directory in ancestors]
+    return (*found, *(Candidate("hparams", directory / HPARAMS) for directory in ancestors))
 
 
 def _logger_hparams(ckpt: CheckpointRecord, root: Path) -> list[Path]:
@@ -120,11 +127,23 @@ def _logger_hparams(ckpt: CheckpointRecord, root: Path) -> list[Path]:
     return sorted(found, key=_version_key, reverse=True)
 
 
+def source_files(ckpt: CheckpointRecord, root: Path) -> list[Path]:
+    """Every existing file :func:`resolve_config` may read for ``ckpt``, in the order it looks: a file that
+    appears, disappears or changes among these may change the config (``--ckpt-cache`` keys on them)."""
+    folder, names = ckpt.path.parent, _names(ckpt.path.parent)
+    found = [folder / (ckpt.stem + suffix) for suffix in SIDECAR_SUFFIXES if ckpt.stem + suffix in names]
+    found += [candidate.path for candidate in _folder_candidates(folder, root) if _exists(candidate.path)]
+    return found + _logger_hparams(ckpt, root)
+
+
 def display(path: Path, root: Path) -> str:
+    """A path for messages: relative to the outputs dir when inside it, printable and UTF-8 (a message crosses
+    process boundaries under pytest-xdist, which refuses undecodable names; a newline would split it)."""
     try:
-        return path.relative_to(root).as_posix()
+        shown = path.relative_to(root).as_posix()
     except ValueError:
-        return str(path)
+        shown = str(path)
+    return printable(shown)
 
 
 def find_model_key(document: Mapping[str, Any]) -> str | None:
@@ -205,17 +224,20 @@ def load_config(candidate: Candidate, root: Path) -> ResolvedConfig:
 
 def resolve_config(ckpt: CheckpointRecord, root: Path) -> ResolvedConfig:
     """The first config found for ``ckpt``; raises :class:`ConfigNotFound` listing every place looked."""
-    looked: list[str] = []
+    folder, names = ckpt.path.parent, _names(ckpt.path.parent)
+    for suffix in SIDECAR_SUFFIXES:  # the common case first, without a path object per place looked at
+        if ckpt.stem + suffix in names:
+            return load_config(Candidate("sidecar", folder / (ckpt.stem + suffix)), root)
+    places = candidates(ckpt, root)
     hparams_found: list[Path] = []
-    for candidate in candidates(ckpt, root):
-        if candidate.kind == "hparams":
-            if _exists(candidate.path):
-                hparams_found.append(candidate.path)
-            looked.append(display(candidate.path, root))
+    for candidate in places[len(SIDECAR_SUFFIXES) :]:
+        if not _exists(candidate.path):
             continue
-        looked.append(display(candidate.path, root))
-        if _exists(candidate.path):
-            return load_config(candidate, root)
+        if candidate.kind == "hparams":
+            hparams_found.append(candidate.path)
+            continue
+        return load_config(candidate, root)
+    looked = [display(candidate.path, root) for candidate in places]
     logger_files = _logger_hparams(ckpt, root)
     if ckpt.run_dir != root and root in ckpt.run_dir.parents:  # where _logger_hparams looks
         looked.append(f"{display(ckpt.run_dir, root)}/*/version_*/hparams.yaml")

@@ -7,7 +7,12 @@ every core in every process, and two workers on two cores were measured 3x slowe
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import re
+import sys
+from pathlib import Path
 from typing import Any
 
 from ckptgate.errors import CheckError
@@ -58,7 +63,28 @@ def device_kinds(choice: str) -> tuple[str, ...]:
     return ("cpu", "cuda") if choice == "auto" else (choice,)
 
 
+@functools.cache  # the installed torch does not change during a session
+def _torch_without_gpu_support() -> bool:
+    """True when the installed torch is a CPU-only build, read from ``torch/version.py`` without importing
+    torch (a second of start-up that a run whose every other check came from ``--ckpt-cache`` never pays).
+    Such a build has neither ``torch.version.cuda`` nor ``.hip``, so ``torch.cuda.is_available()`` is False."""
+    try:
+        spec = importlib.util.find_spec("torch")
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        text = Path(next(iter(spec.submodule_search_locations)), "version.py").read_text("utf-8")
+    except (ImportError, ValueError, OSError):
+        return False
+    found = dict(_VERSION_FIELD.findall(text))
+    return found.get("cuda") == "None" and found.get("hip") == "None"
+
+
+_VERSION_FIELD = re.compile(r"^(cuda|hip)\s*(?::[^=]*)?=\s*(.+?)\s*$", re.MULTILINE)
+
+
 def cuda_unavailable_reason() -> str | None:
+    if "torch" not in sys.modules and _torch_without_gpu_support():
+        return "no CUDA GPU visible (torch.cuda.is_available() is False); this machine checks on cpu only"
     import torch
 
     if not torch.cuda.is_available():

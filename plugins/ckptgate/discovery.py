@@ -7,6 +7,7 @@ Symlink loops, unreadable folders and names that are not UTF-8 are facts about t
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import stat
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ class CheckpointRecord:
     """One checkpoint file and what its location tells about it."""
 
     path: Path  # absolute, as found (symlinks not resolved: the name is the user's)
-    relpath: str  # posix path relative to the outputs dir: the stable test id
+    relpath: str  # posix path relative to the outputs dir: the stable test id, made printable (see printable)
     run_dir: Path  # the run folder: the parent of checkpoints/, or the file's own folder
     run_relpath: str  # the run folder relative to the outputs dir, posix; "." at the top
     run_timestamp: datetime | None
@@ -69,9 +70,19 @@ class Discovery:
         return {c.relpath: c for c in self.checkpoints}
 
 
-def _display(relpath: str) -> str:
-    """A printable form of a path that may hold undecodable bytes (kept as surrogates)."""
-    return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def printable(text: str) -> str:
+    """A one-line, printable, UTF-8 form of a path that may hold undecodable bytes (kept as surrogates, shown
+    as ``\\xff``) or control characters (a newline in a name, shown as ``\\n``), as pytest escapes ids."""
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from a file name
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+_display = printable
 
 
 def _is_surrogate_escaped(name: str) -> bool:
@@ -90,17 +101,30 @@ def run_dir_of(path: Path, root: Path) -> Path:
     return parent
 
 
-def _record(path: Path, relpath: str, root: Path, st: os.stat_result, link: str | None) -> CheckpointRecord:
-    run_dir = run_dir_of(path, root)
+@functools.lru_cache(maxsize=4096)
+def _run_of(folder: Path, root: Path) -> tuple[Path, str, datetime | None]:
+    """Run folder, its relpath and its timestamp for the checkpoints in ``folder``: worked out once per
+    folder, not per checkpoint (tens of thousands of checkpoints are collected in a few seconds)."""
+    run_dir = folder.parent if folder.name in CHECKPOINT_FOLDERS and folder != root else folder  # as run_dir_of
     run_parts = run_dir.relative_to(root).parts if run_dir != root else ()
+    return run_dir, _display("/".join(run_parts) or "."), parse_run_timestamp(run_parts)
+
+
+_kind_of = functools.lru_cache(maxsize=1024)(parse_kind)  # best.ckpt, last.ckpt... repeat in every run
+
+
+def _record(path: Path, relpath: str, root: Path, st: os.stat_result, link: str | None) -> CheckpointRecord:
+    run_dir, run_relpath, run_timestamp = _run_of(path.parent, root)
     is_dir = stat.S_ISDIR(st.st_mode)
     return CheckpointRecord(
         path=path,
-        relpath=relpath,
+        # Printable and UTF-8 (an id, a key, a word in messages that pytest-xdist must send between processes,
+        # which refuses the surrogates a non-UTF-8 name decodes to); ``path`` keeps the real name.
+        relpath=_display(relpath),
         run_dir=run_dir,
-        run_relpath="/".join(run_parts) or ".",
-        run_timestamp=parse_run_timestamp(run_parts),
-        kind=parse_kind(path.name),
+        run_relpath=run_relpath,
+        run_timestamp=run_timestamp,
+        kind=_kind_of(path.name),
         size=0 if is_dir else st.st_size,
         mtime=st.st_mtime,
         is_dir=is_dir,

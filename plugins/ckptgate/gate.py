@@ -3,11 +3,17 @@
 Each stage runs at most once per checkpoint (and device) per process and remembers its outcome, so
 every check can be asked in any order, on any xdist worker, and gives the same answer. A stage whose
 prerequisite failed fails with a pointer to that root cause instead of running.
+
+The expensive work is done once: a checkpoint is read once per process (the cuda check copies the
+weights the cpu check read), and a model is built once per distinct model section and device, then
+reused for every checkpoint that shares the section (a run's best/last/best-vN): loading strictly
+replaces every parameter and buffer, so the reused model holds exactly the new checkpoint's weights.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +110,14 @@ class LoadedModel:
         return f"{self.report.loaded} tensors loaded strictly into {self.how} ({prefix}{ignored})"
 
 
+@dataclass
+class _BuiltModel:
+    """A model built for one model section on one device, reused by the checkpoints that share the section."""
+
+    model: Any
+    how: str
+
+
 _MISSING = object()
 
 
@@ -114,11 +128,15 @@ class Gate:
     settings: GateSettings
     hook: Any = None  # pytest's hook relay (``config.hook``), or None outside pytest
     keep_models: int = 2  # cpu + cuda of the checkpoint under test: memory stays one model deep
+    keep_built: int = 1  # built models kept for reuse, per device: the latest model section's
     recovery_notes: dict[str, str] = field(default_factory=dict)  # relpath -> what --fix found
     _discovery: Discovery | None = field(default=None, repr=False)
     _schema: schema.SchemaChecker | None = field(default=None, repr=False)
     _outcomes: dict[tuple[str, Check, str], Any] = field(default_factory=dict, repr=False)
     _models: OrderedDict[tuple[str, str], LoadedModel] = field(default_factory=OrderedDict, repr=False)
+    _built: OrderedDict[tuple[str, str], _BuiltModel] = field(default_factory=OrderedDict, repr=False)
+    _problems: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    builds: int = field(default=0, repr=False)  # models built so far (for tests and benchmarks)
 
     def __post_init__(self) -> None:
         configs.clear_cache()  # folder listings are per session: files change between sessions
@@ -212,13 +230,30 @@ class Gate:
     def section_problems(self, section: Any, base: str, ckpt: CheckpointRecord) -> list[str]:
         """Everything wrong with a model section, before anything is imported: unloaded YAML objects,
         targets outside the allowlist, schema errors, then cross-field and family rules."""
+        errors = self._generic_problems(section, base)
+        if not errors:  # a family's rules assume the generic ones hold
+            errors = self._hook_validation(section, ckpt)
+        return errors
+
+    def _generic_problems(self, section: Any, base: str) -> list[str]:
+        """The problems any section has by itself: worked out once per distinct section (a run's best, last
+        and best-vN share one), not per checkpoint. The family hook sees the checkpoint: never remembered."""
+        try:
+            key: tuple[str, str] | None = (json.dumps(section, sort_keys=True), base)
+        except (TypeError, ValueError):  # not plain data (an unloaded YAML object): checked every time
+            key = None
+        known = self._problems.get(key) if key is not None else None
+        if known is not None:
+            return list(known)
         errors = [f"{path}: a Python object tag that was not loaded" for path in find_unloaded(section, base)]
         errors += targets.target_errors(section, self.settings.allowed_targets, base=base)
         errors += self.schema_checker.errors(section, base)
         if not errors:  # cross-field rules assume a well-typed section
             errors += schema.cross_field_errors(section, base)
-        if not errors:  # a family's rules assume the generic ones hold
-            errors += self._hook_validation(section, ckpt)
+        if key is not None:
+            if len(self._problems) >= 4096:  # bounded: thousands of distinct sections stay cheap to keep
+                self._problems.clear()
+            self._problems[key] = tuple(errors)
         return errors
 
     def _hook_validation(self, section: dict[str, Any], ckpt: CheckpointRecord) -> list[str]:
@@ -241,8 +276,6 @@ class Gate:
 
         def run() -> bool:
             valid = self.validated(ckpt)
-            if device_kind != "cpu":
-                self.loaded(ckpt, "cpu")
             self._keep(ckpt, device_kind, self._load(ckpt, valid, device_kind))
             return True
 
@@ -260,7 +293,15 @@ class Gate:
         return loaded
 
     def _load(self, ckpt: CheckpointRecord, valid: ValidConfig, device_kind: str) -> LoadedModel:
-        obj, state_dict, device = self.read(ckpt, device_kind)
+        if device_kind == "cpu":
+            obj, state_dict, device = self.read(ckpt, device_kind)
+        else:  # read once: the weights the cpu check read (memory-mapped) are copied to the device
+            source = self.loaded(ckpt, "cpu")
+            obj, state_dict, device = source.checkpoint, loading.state_dict_of(source.checkpoint), None
+            try:
+                device = devices.resolve(device_kind)
+            except CheckError as exc:
+                raise CheckError(f"{ckpt.relpath} {exc.message}") from None
         return self.build_loaded(ckpt, valid.model, obj, state_dict, device)
 
     def read(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> tuple[Any, Any, Any]:
@@ -281,25 +322,64 @@ class Gate:
     def build_loaded(
         self, ckpt: CheckpointRecord, section: dict[str, Any], obj: Any, state_dict: Any, device: Any
     ) -> LoadedModel:
-        """Build the model a section describes and load the weights into it strictly."""
+        """Build the model a section describes (or reuse the one built for the same section) and load the
+        weights into it strictly."""
+        built = self._model_for(section, ckpt, device)
+        report = loading.load_weights(built.model, state_dict, how=f"the model built by {built.how}")
+        built.model.eval()
+        return LoadedModel(built.model, obj, report, built.how, device)
+
+    def _model_for(self, section: dict[str, Any], ckpt: CheckpointRecord, device: Any) -> _BuiltModel:
+        """The model for a section on a device: the one built last for the same section when there is one.
+
+        A reused model is about to receive other weights, so whatever still refers to it as another
+        checkpoint's loaded model is forgotten (asked again, that checkpoint is loaded again). Models from
+        a ``pytest_ckptgate_build_model`` hook are never reused: the hook sees the checkpoint, not only the
+        section, and may build differently for each.
+        """
+        try:
+            key = (json.dumps(section, sort_keys=True, default=repr), str(device))
+            reusable = not self._build_hook_implemented()
+        except (TypeError, ValueError):  # keys that do not sort (1 and "a" side by side): build every time
+            key, reusable = ("", str(device)), False
+        built = self._built.get(key) if reusable else None
+        if built is not None:
+            self._built.move_to_end(key)
+            for loaded_key in [k for k, loaded in self._models.items() if loaded.model is built.model]:
+                del self._models[loaded_key]
+            return built
+        same_device = [k for k in self._built if k[1] == key[1]]  # least recently used first
+        for old in same_device[: max(0, len(same_device) + 1 - self.keep_built)]:
+            self._forget_built(old)  # before building the next: memory stays one model deep
         model, how = building.build_model(
             section,
             ckpt,
             hook=self.hook,
             factory=self.settings.model_factory,
             rootdir=self.settings.rootdir,
+            allowed=self.settings.allowed_targets,
         )
+        self.builds += 1
         try:
             model = model.to(device)
         except Exception as exc:
             raise CheckError(f"moving the model to {device} failed: {describe_exception(exc)}") from None
-        report = loading.load_weights(model, state_dict, how=f"the model built by {how}")
-        model.eval()
-        return LoadedModel(model, obj, report, how, device)
+        built = _BuiltModel(model, how)
+        if reusable and self.keep_built > 0:
+            self._built[key] = built
+        return built
+
+    def _forget_built(self, key: tuple[str, str]) -> None:
+        built = self._built.pop(key)
+        for loaded_key in [k for k, loaded in self._models.items() if loaded.model is built.model]:
+            del self._models[loaded_key]
+
+    def _build_hook_implemented(self) -> bool:
+        return self.hook is not None and bool(self.hook.pytest_ckptgate_build_model.get_hookimpls())
 
     def inputs(self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None) -> Any:
         """The forward input: a ``pytest_ckptgate_make_input`` hook's, else a dummy batch of the set shape."""
-        if self.hook is not None:
+        if self.hook is not None and self.hook.pytest_ckptgate_make_input.get_hookimpls():
             from omegaconf import OmegaConf
 
             data = config if config is not None else self.validated(ckpt).resolved.data

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ckptgate import devices, sharding
+from ckptgate import devices, resultcache, scheduling, sharding
 from ckptgate.baseline import BaselineError
 from ckptgate.building import FactorySpecError, parse_factory_spec
 from ckptgate.discovery import CheckpointRecord, Discovery
@@ -165,6 +165,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="load checkpoints with weights_only=False: lets a checkpoint's pickle RUN CODE; only for files you trust",
     )
     parser.addini("ckpt_trust_pickle", type="bool", default=False, help="see --ckpt-trust-pickle (runs pickled code)")
+    resultcache.addoption(parser)  # --ckpt-cache / ckpt_cache
 
 
 def _path(config: pytest.Config, name: str) -> Path | None:
@@ -264,6 +265,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(exc)) from None
     config.stash[REPORTER_KEY] = reporter
     config.pluginmanager.register(reporter, "ckptgate-reporter")
+    scheduling.register(config)  # a checkpoint's checks back to back; a run's checkpoints on one xdist worker
+    resultcache.register(config, gate)  # --ckpt-cache: replay outcomes of unchanged checkpoints
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "ckptgate-xdist")
     if _fixing(config):
@@ -342,8 +345,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     gate = gate_of(metafunc.config)
     found = _discovery(gate)
     if found.checkpoints:
-        # Session scope makes pytest run every check of one checkpoint before moving to the next,
-        # so a loaded checkpoint and model are reused across its checks and memory stays one model deep.
+        # Function scope: pytest's reordering of a session-scoped parameter is superlinear (seconds at 10k
+        # checkpoints); ckptgate.scheduling groups each checkpoint's checks itself, in linear time.
         metafunc.parametrize(
             "checkpoint",
             found.checkpoints,

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from ckptgate import baseline, markdown, report, results
-from ckptgate.discovery import CheckpointRecord
 from ckptgate.errors import first_line
 from ckptgate.gate import CheckFailed, Gate
+from ckptgate.items import check_label, checkpoint_of
 from ckptgate.report import outcome_of
 
 
@@ -27,20 +27,6 @@ class ReportSettings:
     json: Path | None = None
     baseline: Path | None = None
     baseline_update: bool = False
-
-
-def check_label(item: pytest.Item) -> str:
-    """``config_present``, ``forward[cpu]``, or a user's own ``my_check``: the report's name for a test."""
-    name = getattr(item, "originalname", item.name).removeprefix("test_")
-    callspec = getattr(item, "callspec", None)
-    device = callspec.params.get("ckpt_device") if callspec is not None else None
-    return f"{name}[{device}]" if device else name
-
-
-def checkpoint_of(item: pytest.Item) -> CheckpointRecord | None:
-    callspec = getattr(item, "callspec", None)
-    record = callspec.params.get("checkpoint") if callspec is not None else None
-    return record if isinstance(record, CheckpointRecord) else None
 
 
 def recovery_lines(traces: list[Any], *, detailed: bool) -> list[str]:
