@@ -10,6 +10,7 @@ JSON accept them.
 from __future__ import annotations
 
 import json
+import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -98,16 +99,21 @@ def read_document(path: Path, *, where: str | None = None) -> Any:
     """Read and parse one config file, bounded in size."""
     where = where or str(path)
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
-            raise DocumentError(f"{where}: not a regular file (a folder, FIFO, socket or device?)")
-        if st.st_size > MAX_DOCUMENT_BYTES:
-            raise DocumentError(
-                f"{where}: {st.st_size / 1e6:.1f} MB is too large for a config "
-                f"(limit {MAX_DOCUMENT_BYTES / 1e6:.0f} MB)"
-            )
-        with path.open("rb") as handle:  # bounded even if the file grows after the stat
-            raw = handle.read(MAX_DOCUMENT_BYTES + 1)
+        # One open, one fstat of what was opened, one read: nothing can be swapped in between a check and
+        # the read, and O_NONBLOCK keeps a FIFO from blocking the open (fstat then refuses it).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise DocumentError(f"{where}: not a regular file (a folder, FIFO, socket or device?)")
+            if st.st_size > MAX_DOCUMENT_BYTES:
+                raise DocumentError(
+                    f"{where}: {st.st_size / 1e6:.1f} MB is too large for a config "
+                    f"(limit {MAX_DOCUMENT_BYTES / 1e6:.0f} MB)"
+                )
+            raw = _read_at_most(fd, MAX_DOCUMENT_BYTES + 1, st.st_size)  # bounded: the file may grow meanwhile
+        finally:
+            os.close(fd)
         if len(raw) > MAX_DOCUMENT_BYTES:
             raise DocumentError(f"{where}: grew past {MAX_DOCUMENT_BYTES / 1e6:.0f} MB while being read")
     except OSError as exc:
@@ -118,6 +124,19 @@ def read_document(path: Path, *, where: str | None = None) -> Any:
         raise DocumentError(f"{where}: not UTF-8 text (byte {exc.start}); is it really a config file?") from None
     suffix = ".json" if path.name.endswith(".json") else ".yaml"
     return parse_document(text, suffix=suffix, where=where)
+
+
+def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
+    """Up to ``limit`` bytes; the first read asks for the size fstat gave (and one more, to see growth)."""
+    chunks, size, ask = [], 0, expected + 1
+    while size < limit:
+        chunk = os.read(fd, min(ask, limit - size))
+        ask = 1 << 16
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def has_interpolation(document: Any) -> bool:

@@ -345,14 +345,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     gate = gate_of(metafunc.config)
     found = _discovery(gate)
     if found.checkpoints:
-        # Function scope: pytest's reordering of a session-scoped parameter is superlinear (seconds at 10k
-        # checkpoints); ckptgate.scheduling groups each checkpoint's checks itself, in linear time.
+        # Direct (not indirect) and function-scoped: pytest's reordering of a session-scoped parameter is
+        # superlinear (seconds at 10k checkpoints) and an indirect one costs a `request` fixture per test;
+        # ckptgate.scheduling groups each checkpoint's checks itself, in linear time.
         metafunc.parametrize(
-            "checkpoint",
-            found.checkpoints,
-            ids=[record.relpath for record in found.checkpoints],
-            indirect=True,
-            scope="function",
+            "checkpoint", found.checkpoints, ids=[record.relpath for record in found.checkpoints], scope="function"
         )
     else:
         reason = f"no *.ckpt files under {found.root}"
@@ -393,9 +390,9 @@ class GateRunner:
 
 
 @pytest.fixture(scope="session")
-def ckpt_gate(pytestconfig: pytest.Config) -> GateRunner:
+def ckpt_gate(request: pytest.FixtureRequest) -> GateRunner:
     """The session's gate: run any stage for a checkpoint (``config``, ``validated``, ``loaded``, ``forward``)."""
-    return GateRunner(gate_of(pytestconfig))
+    return GateRunner(gate_of(request.config))  # not via `pytestconfig`: one fixture less in every check
 
 
 @pytest.fixture(scope="session")

@@ -78,20 +78,14 @@ class GateReporter:
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[Any]:
         rep = yield
         record = checkpoint_of(item)
-        if record is None:
+        # A passed setup or teardown says nothing about the checkpoint: left bare, it costs nothing to
+        # report, and under xdist nothing to send to the controller (two of every three reports).
+        if record is None or (rep.passed and rep.when != "call"):
             return rep
-        # For JUnit XML (which reads them from the teardown report): once per test, on the item itself.
-        recorded = {name for name, _ in item.user_properties}
-        if rep.when == "setup":
-            item.user_properties += [("ckpt_size_mb", f"{record.size_mb:.1f}"), ("ckpt_run", record.run_relpath)]
-        elif rep.when == "call" and report.CONFIG_SOURCE not in recorded:
-            known = self.gate.known_config(record)
-            if known is not None:
-                item.user_properties.append((report.CONFIG_SOURCE, known.describe()))
-        # For the verdicts: every phase's report says which checkpoint and check it belongs to.
+        label = check_label(item)
+        # For the verdicts: the report says which checkpoint and check it belongs to, and the root cause.
         props = rep.user_properties
-        props.append((report.CKPT, record.relpath))
-        props.append((report.CHECK, check_label(item)))
+        props += [(report.CKPT, record.relpath), (report.CHECK, label)]
         failure = getattr(call.excinfo.value, "ckptgate_failure", None) if call.excinfo is not None else None
         root: list[tuple[str, Any]] = []
         if isinstance(failure, CheckFailed):
@@ -101,9 +95,23 @@ class GateReporter:
             ]
         elif call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
             cause = str(call.excinfo.value).strip() or call.excinfo.exconly()  # a user's check, or a fixture
-            root = [(report.ROOT_CHECK, check_label(item)), (report.ROOT_CAUSE, first_line(cause))]
-        props.extend(root)
-        item.user_properties.extend(prop for prop in root if prop not in item.user_properties)  # JUnit too
+            root = [(report.ROOT_CHECK, label), (report.ROOT_CAUSE, first_line(cause))]
+        props += root
+        # For JUnit XML, which reads the item's properties when the test ends: once per test.
+        recorded = {name for name, _ in item.user_properties}
+        if report.CKPT not in recorded:
+            item.user_properties += [
+                (report.CKPT, record.relpath),
+                (report.CHECK, label),
+                ("ckpt_size_mb", f"{record.size_mb:.1f}"),
+                ("ckpt_run", record.run_relpath),
+            ]
+        if report.CONFIG_SOURCE not in recorded:
+            known = self.gate.known_config(record)
+            if known is not None:
+                item.user_properties.append((report.CONFIG_SOURCE, known.describe()))
+                props.append((report.CONFIG_SOURCE, known.describe()))
+        item.user_properties += [prop for prop in root if prop not in item.user_properties]
         return rep
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

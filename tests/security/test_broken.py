@@ -6,7 +6,7 @@ One end-to-end run puts the whole broken corpus (zero-byte, truncated, not-a-zip
 ``x.ckpt``, unreadable files, symlink loops, a non-UTF-8 name, configs that are not JSON, 10,000 levels deep,
 alias bombs, a 1 GiB sparse config...) under ``-n 2`` in a subprocess with a timeout, and measures the peak RSS
 of its processes. Root reads every file whatever its mode, so "unreadable" is emulated: a conftest in that run
-patches ``open`` (``builtins.open`` and ``io.open``, which ``pathlib`` and ``torch.load`` use) to raise
+patches ``open`` (``builtins.open`` and ``io.open``, which ``pathlib`` and ``torch.load`` use, and ``os.open``) to raise
 ``PermissionError`` for the two files named ``unreadable_*``, in every process of the run.
 
 Hypothesis generates truncation points of a real Lightning checkpoint, folder names (any bytes) and config
@@ -43,20 +43,30 @@ UNREADABLE = textwrap.dedent(
     # Root reads every file whatever its mode: emulate unreadable files by refusing to open them, in-process.
     import builtins, errno, io, os
 
-    _open = builtins.open
+    _open, _os_open = builtins.open, os.open
 
 
-    def _refusing_open(file, *args, **kwargs):
+    def _refuse(file):
         if not isinstance(file, int):
             name = os.fsdecode(os.fspath(file))
             if ("/unreadable_ckpt/" in name and name.endswith(".ckpt")) or (
                 "/unreadable_cfg/" in name and name.endswith(".json")
             ):
                 raise PermissionError(errno.EACCES, "Permission denied", name)
+
+
+    def _refusing_open(file, *args, **kwargs):
+        _refuse(file)
         return _open(file, *args, **kwargs)
 
 
+    def _refusing_os_open(path, *args, **kwargs):
+        _refuse(path)
+        return _os_open(path, *args, **kwargs)
+
+
     builtins.open = io.open = _refusing_open
+    os.open = _refusing_os_open
     """
 )
 
