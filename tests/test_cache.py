@@ -95,6 +95,18 @@ def test_replayed_outcomes_keep_their_properties_and_verdicts(
     assert props["ckpt_cached"] == "true"
 
 
+def test_replayed_outcomes_name_the_config_source_without_junit(
+    pytester: pytest.Pytester, cached_tree: Callable[..., dict]
+) -> None:
+    """The JSON and Markdown reports take the source from the reports, not from JUnit item properties."""
+    pytester.runpytest(*CHECKS, "--ckpt-cache")  # recorded without --junitxml
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(*CHECKS, "--ckpt-cache", "--ckpt-json", str(report))
+    result.stdout.fnmatch_lines(["*--ckpt-cache: 8 check outcome(s) replayed*"])
+    entries = {entry["path"]: entry for entry in json.loads(report.read_text())["checkpoints"]}
+    assert entries[GOOD]["config_source"].startswith("sidecar: good_20251016_101500/checkpoints/best.config.json")
+
+
 @pytest.mark.parametrize(
     "change",
     [

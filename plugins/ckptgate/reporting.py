@@ -53,6 +53,9 @@ class GateReporter:
         self.expected = baseline.load(settings.baseline) if settings.baseline else {}
         self.written: list[str] = []
         self.errors: list[str] = []
+        # Only JUnit XML reads item properties: without it, a passed test's teardown report stays bare (under
+        # xdist, one message less to send and decode per test).
+        self.junit = bool(getattr(config.option, "xmlpath", None))
 
     @property
     def controller(self) -> bool:
@@ -97,21 +100,19 @@ class GateReporter:
             cause = str(call.excinfo.value).strip() or call.excinfo.exconly()  # a user's check, or a fixture
             root = [(report.ROOT_CHECK, label), (report.ROOT_CAUSE, first_line(cause))]
         props += root
-        # For JUnit XML, which reads the item's properties when the test ends: once per test.
-        recorded = {name for name, _ in item.user_properties}
-        if report.CKPT not in recorded:
-            item.user_properties += [
-                (report.CKPT, record.relpath),
-                (report.CHECK, label),
-                ("ckpt_size_mb", f"{record.size_mb:.1f}"),
-                ("ckpt_run", record.run_relpath),
-            ]
-        if report.CONFIG_SOURCE not in recorded:
-            known = self.gate.known_config(record)
-            if known is not None:
-                item.user_properties.append((report.CONFIG_SOURCE, known.describe()))
-                props.append((report.CONFIG_SOURCE, known.describe()))
-        item.user_properties += [prop for prop in root if prop not in item.user_properties]
+        known = self.gate.known_config(record) if rep.when == "call" else None
+        if known is not None:
+            props.append((report.CONFIG_SOURCE, known.describe()))
+        if self.junit:  # JUnit XML reads the item's properties when the test ends: once per test
+            recorded = {name for name, _ in item.user_properties}
+            if report.CKPT not in recorded:
+                item.user_properties += [
+                    (report.CKPT, record.relpath),
+                    (report.CHECK, label),
+                    ("ckpt_size_mb", f"{record.size_mb:.1f}"),
+                    ("ckpt_run", record.run_relpath),
+                ]
+            item.user_properties += [prop for prop in props[2:] if prop not in item.user_properties]
         return rep
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -331,8 +331,11 @@ class ResultCache:
         else:
             return rep  # a skip, or something other than a check's verdict: never cached
         start = item.stash.get(_RECORDED, len(item.user_properties))
-        skipped = (report.ROOT_CHECK, report.ROOT_CAUSE, CACHED_PROPERTY)
+        skipped = (report.ROOT_CHECK, report.ROOT_CAUSE, CACHED_PROPERTY, report.CONFIG_SOURCE)
         result["properties"] = [[name, value] for name, value in item.user_properties[start:] if name not in skipped]
+        known = self.gate.known_config(ckpt)
+        if known is not None:  # replayed runs resolve no config, and the reports still name its source
+            result["properties"].append([report.CONFIG_SOURCE, known.describe()])
         label = check_label(item)
         if "[" in label and not label.endswith("[cpu]"):
             result["device_env"] = self.device_env
