@@ -109,8 +109,8 @@ class GateReporter:
                 item.user_properties += [
                     (report.CKPT, record.relpath),
                     (report.CHECK, label),
-                    ("ckpt_size_mb", f"{record.size_mb:.1f}"),
-                    ("ckpt_run", record.run_relpath),
+                    (report.SIZE_MB, f"{record.size_mb:.1f}"),
+                    (report.RUN, record.run_relpath),
                 ]
             item.user_properties += [prop for prop in props[2:] if prop not in item.user_properties]
         return rep

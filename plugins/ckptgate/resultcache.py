@@ -331,7 +331,8 @@ class ResultCache:
         else:
             return rep  # a skip, or something other than a check's verdict: never cached
         start = item.stash.get(_RECORDED, len(item.user_properties))
-        skipped = (report.ROOT_CHECK, report.ROOT_CAUSE, CACHED_PROPERTY, report.CONFIG_SOURCE)
+        # what the test itself recorded; the reporter's own properties are worked out again on replay
+        skipped = report.GATE_PROPERTIES | {CACHED_PROPERTY}
         result["properties"] = [[name, value] for name, value in item.user_properties[start:] if name not in skipped]
         known = self.gate.known_config(ckpt)
         if known is not None:  # replayed runs resolve no config, and the reports still name its source
