@@ -83,17 +83,21 @@ def pytest_sessionfinish(session):
 """
 
 
+@pytest.fixture
+def where(pytester: pytest.Pytester, gate_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Three runs of three checkpoints, and the folder where each process logs the tests it set up."""
+    tree(gate_tree)
+    pytester.makeconftest(WHERE)
+    folder = pytester.mkdir("where")
+    monkeypatch.setenv("WHERE_DIR", str(folder))
+    return folder
+
+
 def ran(folder: Path) -> dict[str, list[str]]:
     return {path.stem: [json.loads(line) for line in path.read_text().splitlines()] for path in folder.glob("*.jsonl")}
 
 
-def test_a_checkpoints_checks_run_back_to_back(
-    pytester: pytest.Pytester, gate_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tree(gate_tree)
-    pytester.makeconftest(WHERE)
-    where = pytester.mkdir("where")
-    monkeypatch.setenv("WHERE_DIR", str(where))
+def test_a_checkpoints_checks_run_back_to_back(pytester: pytest.Pytester, where: Path) -> None:
     result = pytester.runpytest_subprocess(*CHECKS, "--ckpt-device", "cpu")
     result.assert_outcomes(passed=36)
     order = [checkpoint_id(nodeid) for nodeid in ran(where)["main"]]
@@ -102,13 +106,7 @@ def test_a_checkpoints_checks_run_back_to_back(
     assert order[:4] == ["run_a_20251016_101500/checkpoints/best-v1.ckpt"] * 4
 
 
-def test_under_xdist_a_runs_checkpoints_go_to_one_worker_and_ids_stay(
-    pytester: pytest.Pytester, gate_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tree(gate_tree)
-    pytester.makeconftest(WHERE)
-    where = pytester.mkdir("where")
-    monkeypatch.setenv("WHERE_DIR", str(where))
+def test_under_xdist_a_runs_checkpoints_go_to_one_worker_and_ids_stay(pytester: pytest.Pytester, where: Path) -> None:
     result = pytester.runpytest_subprocess(*CHECKS, "-n", "2", "--ckpt-device", "cpu", "-s", "--junitxml", "out.xml")
     result.assert_outcomes(passed=36)
     result.stdout.fnmatch_lines(["*SCHEDULER RunGroupScheduling*"])
@@ -125,13 +123,7 @@ def test_under_xdist_a_runs_checkpoints_go_to_one_worker_and_ids_stay(
 
 
 @pytest.mark.parametrize("dist", ["load", "loadscope"])
-def test_a_dist_mode_the_user_chose_is_kept(
-    pytester: pytest.Pytester, gate_tree: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, dist: str
-) -> None:
-    tree(gate_tree)
-    pytester.makeconftest(WHERE)
-    where = pytester.mkdir("where")
-    monkeypatch.setenv("WHERE_DIR", str(where))
+def test_a_dist_mode_the_user_chose_is_kept(pytester: pytest.Pytester, where: Path, dist: str) -> None:
     result = pytester.runpytest_subprocess(*CHECKS, "-n", "2", "--dist", dist, "--ckpt-device", "cpu", "-s")
     result.assert_outcomes(passed=36)
     result.stdout.fnmatch_lines([f"*SCHEDULER {'LoadScheduling' if dist == 'load' else 'LoadScopeScheduling'}*"])
