@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache"
@@ -84,47 +83,23 @@ def fake_tree(n: int, *, rebuild: bool = False) -> Path:
 
 def _lightning_checkpoints(directory: Path) -> list[Path]:
     """One genuine Lightning checkpoint per architecture variant, written after one real training step."""
-    import warnings
-
-    import pytorch_lightning as pl
     import torch
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader, TensorDataset
 
-    sys.path.insert(0, str(HERE))
+    sys.path[:0] = [str(HERE), str(HERE.parent)]
     from bench_models import ConvNet, model_section
 
-    class LitConvNet(pl.LightningModule):
-        def __init__(self, cfg: Any) -> None:
-            super().__init__()
-            self.save_hyperparameters(cfg)
-            self.model = ConvNet(cfg.model)
-
-        def training_step(self, batch: Any, _: int) -> Any:
-            return self.model(batch[0])["logits"].pow(2).mean()
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.01)  # no momentum: no optimizer state to store
+    from fixtures.demo_training import WrappedModel, fit_and_save
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     data = DataLoader(TensorDataset(torch.randn(2, 3, 64, 64)), batch_size=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for variant in range(VARIANTS):
-            cfg = OmegaConf.create({"model": model_section(variant), "optimizer": {"lr": 0.01}})
-            trainer = pl.Trainer(
-                max_steps=1,
-                accelerator="cpu",
-                logger=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                enable_checkpointing=False,
-            )
-            trainer.fit(LitConvNet(cfg), data)
-            path = directory / f"variant{variant}.ckpt"
-            trainer.save_checkpoint(path)
-            paths.append(path)
+    for variant in range(VARIANTS):
+        cfg = OmegaConf.create({"model": model_section(variant), "optimizer": {"lr": 0.01}})
+        path = directory / f"variant{variant}.ckpt"
+        fit_and_save(WrappedModel(cfg, ConvNet), data, path, steps=1)
+        paths.append(path)
     return paths
 
 

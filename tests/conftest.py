@@ -72,38 +72,17 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real Lightning checkpoint of ``Net(width=4)`` wrapped as ``self.model``, hparams as a DictConfig."""
-    import pytorch_lightning as pl
     from omegaconf import OmegaConf
+
+    from fixtures.demo_training import WrappedModel, fit_and_save
 
     root = tmp_path_factory.mktemp("lightning")
     namespace: dict[str, Any] = {}
     exec(compile(MODEL_SOURCE, "mymodels.py", "exec"), namespace)
-
-    class Module(pl.LightningModule):
-        def __init__(self, cfg: Any) -> None:
-            super().__init__()
-            self.save_hyperparameters(cfg)
-            self.model = namespace["Net"](cfg.model)
-
-        def training_step(self, batch: Any, _: int) -> Any:
-            return self.model(batch[0])["logits"].pow(2).mean()
-
-        def configure_optimizers(self) -> Any:
-            return torch.optim.SGD(self.parameters(), lr=0.01)
-
     cfg = OmegaConf.create({"model": model_section(), "optimizer": {"lr": 0.01}})
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 3, 8, 8)), batch_size=2)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    trainer.fit(Module(cfg), data)
     path = root / "lightning.ckpt"
-    trainer.save_checkpoint(path)
+    fit_and_save(WrappedModel(cfg, namespace["Net"]), data, path, steps=2)
     return path
 
 

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import textwrap
 import uuid
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +91,7 @@ def _pickled_globals(obj: Any) -> list[tuple[str, str]]:
 def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Trained 2 steps by a real ``pl.Trainer`` and saved by ``trainer.save_checkpoint``; built once."""
     pl = pytest.importorskip("pytorch_lightning")
+    from fixtures.demo_training import fit_and_save
 
     class Wrapper(pl.LightningModule):
         def __init__(self, cfg: DictConfig, args: argparse.Namespace, out_dir: Path, lr: float = 0.1) -> None:
@@ -115,20 +115,9 @@ def lightning_ckpt(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     wrapper = Wrapper(cfg, argparse.Namespace(seed=7, name="exp"), Path("runs/exp1"))
     initial = _snapshot(wrapper.model)
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 4)), batch_size=4)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # num_workers / deprecation chatter of Lightning itself
-        trainer.fit(wrapper, train_dataloaders=data)
-    assert trainer.global_step == 2
     path = tmp_path_factory.mktemp("lightning") / "epoch=0-step=2.ckpt"
-    trainer.save_checkpoint(path)
+    trainer = fit_and_save(wrapper, data, path, steps=2)
+    assert trainer.global_step == 2
     trained = _snapshot(wrapper.model)
     assert any(not torch.equal(initial[k], trained[k]) for k in trained)  # the steps really trained
     return {"path": path, "weights": trained, "bytes": path.read_bytes()}
