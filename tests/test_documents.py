@@ -214,6 +214,24 @@ def test_nesting_beyond_max_depth_is_refused(suffix: str) -> None:
     assert parse_document("[" * ok + "]" * ok, suffix=suffix, where="deep") is not None
 
 
+@pytest.mark.parametrize("leaf", ["1", ""])
+def test_max_depth_is_exact(leaf: str) -> None:
+    """Values at depth MAX_DEPTH are read; one level more is refused (a scalar or an empty list as the leaf)."""
+    levels = documents.MAX_DEPTH if leaf else documents.MAX_DEPTH + 1
+    assert parse_document("[" * levels + leaf + "]" * levels, suffix=".json", where="deep") is not None
+    with pytest.raises(DocumentError, match="nested deeper than"):
+        parse_document("[" * (levels + 1) + leaf + "]" * (levels + 1), suffix=".json", where="deep")
+
+
+def test_node_limit_counts_every_value_and_container(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(documents, "MAX_NODES", 50)
+    document = {"a": [1, 2, {"b": list(range(20))}], "c": list(range(23))}  # 1 + 2 + 3 + 1 + 20 + 23 = 50
+    assert parse_document(json.dumps(document), suffix=".json", where="x") == document
+    document["c"].append(23)
+    with pytest.raises(DocumentError, match="expands to more than 50 values"):
+        parse_document(json.dumps(document), suffix=".json", where="x")
+
+
 def test_node_limit_applies_to_plain_documents(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(documents, "MAX_NODES", 50)
     assert parse_document(json.dumps(list(range(40))), suffix=".json", where="x") == list(range(40))

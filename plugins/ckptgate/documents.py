@@ -54,21 +54,25 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.con
 
 def check_shape(document: Any, where: str) -> None:
     """Refuse documents that are too deep or expand to too many nodes (YAML aliases share subtrees)."""
-    count = 0
+    count = 1
     stack: list[tuple[Any, int]] = [(document, 0)]
     while stack:
         node, depth = stack.pop()
-        count += 1
+        children = node.values() if isinstance(node, Mapping) else node if isinstance(node, list) else ()
+        if not children:
+            continue
+        if depth >= MAX_DEPTH:
+            raise DocumentError(f"{where}: nested deeper than {MAX_DEPTH} levels; refusing to read it")
+        count += len(children)
         if count > MAX_NODES:
             raise DocumentError(
                 f"{where}: expands to more than {MAX_NODES:,} values (a YAML alias bomb?); refusing to read it"
             )
-        if depth > MAX_DEPTH:
-            raise DocumentError(f"{where}: nested deeper than {MAX_DEPTH} levels; refusing to read it")
-        if isinstance(node, Mapping):
-            stack.extend((value, depth + 1) for value in node.values())
-        elif isinstance(node, list):
-            stack.extend((value, depth + 1) for value in node)
+        # only containers go on the stack: a config's many scalars are counted, not visited
+        stack.extend((child, depth + 1) for child in children if type(child) not in _SCALARS)
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def parse_document(text: str, *, suffix: str, where: str) -> Any:

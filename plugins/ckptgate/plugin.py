@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ckptgate import devices, resultcache, scheduling, sharding
+from ckptgate import devices, preselect, resultcache, scheduling, sharding
 from ckptgate.baseline import BaselineError
 from ckptgate.building import FactorySpecError, parse_factory_spec
 from ckptgate.discovery import CheckpointRecord, Discovery
@@ -166,6 +166,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     parser.addini("ckpt_trust_pickle", type="bool", default=False, help="see --ckpt-trust-pickle (runs pickled code)")
     resultcache.addoption(parser)  # --ckpt-cache / ckpt_cache
+    preselect.addini(parser)  # ckpt_k_preselect
 
 
 def _path(config: pytest.Config, name: str) -> Path | None:
@@ -267,6 +268,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(reporter, "ckptgate-reporter")
     scheduling.register(config)  # a checkpoint's checks back to back; a run's checkpoints on one xdist worker
     resultcache.register(config, gate)  # --ckpt-cache: replay outcomes of unchanged checkpoints
+    preselect.register(config)  # -k: checks it deselects are never built
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "ckptgate-xdist")
     if _fixing(config):
