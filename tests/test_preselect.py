@@ -105,6 +105,8 @@ def test_a_conftest_that_marks_checks_turns_preselection_off(pytester: pytest.Py
     assert built == 7 * len(CHECKPOINTS)
     assert ids and all("last.ckpt" in nodeid for nodeid in ids)
     assert len(ids) == 5
+    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "outputs", "--collect-only", "-k", "slow", "-v")
+    result.stdout.fnmatch_lines(["ckptgate: -k pre-selection off (collection hooks of *conftest.py): every check*"])
 
 
 def test_names_added_after_building_stop_the_run_instead_of_losing_checks(

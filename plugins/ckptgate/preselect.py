@@ -169,6 +169,8 @@ class Preselection:
                 raise pytest.UsageError(_stop(f"{item.nodeid} has other -k names than the ones it was built with"))
 
     def pytest_report_collectionfinish(self) -> str | None:
+        if self.off is not None and self.config.get_verbosity() > 0:
+            return f"ckptgate: -k pre-selection off ({self.off}): every check was built"
         if self.config.get_verbosity() < 0 or self.counted.kept == self.counted.total:
             return None
         return (
