@@ -161,9 +161,8 @@ def _entry_count(path: Path) -> int | None:
 
 
 def _check_archive(path: Path, size: int) -> None:
-    """Refuse what ``torch.save`` never writes and zip readers may disagree about, from the central directory
-    alone (nothing is decompressed or unpickled): duplicate names, entries outside the archive's one folder or
-    with path-traversal names, compressed or encrypted entries, no ``data.pkl``."""
+    """Refuse a zip that is not a torch.save archive as written: its entries (:func:`_check_entries`), then
+    its tensors' data records (:func:`_check_storages`), with the central directory parsed once."""
     count = _entry_count(path)
     if count is not None and count > MAX_ARCHIVE_ENTRIES:
         raise CheckError(
@@ -171,13 +170,21 @@ def _check_archive(path: Path, size: int) -> None:
             f"tensor storage; the limit is {MAX_ARCHIVE_ENTRIES:,}). Nothing in the file was executed"
         )
     try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
+        archive = zipfile.ZipFile(path)
     except Exception as exc:  # BadZipFile, a zip64 record that does not add up, an OSError...
         raise CheckError(
             f"is a truncated or corrupt torch.save archive ({size:,} bytes; its zip directory does not parse: "
             f"{type(exc).__name__}: {first_line(str(exc))}): an interrupted save or copy? Re-copy it from its source"
         ) from None
+    with archive:
+        _check_entries(archive.infolist())
+        _check_storages(archive)
+
+
+def _check_entries(entries: list[zipfile.ZipInfo]) -> None:
+    """Refuse what ``torch.save`` never writes and zip readers may disagree about, from the central directory
+    alone (nothing is decompressed or unpickled): duplicate names, entries outside the archive's one folder or
+    with path-traversal names, compressed or encrypted entries, no ``data.pkl``."""
     if not entries:
         raise CheckError("is an empty zip archive, not a torch.save checkpoint")
     refused = "Nothing in the file was executed"
@@ -283,16 +290,15 @@ def _element_size(storage_type: str) -> int | None:
         return None
 
 
-def _check_storages(path: Path) -> None:
+def _check_storages(archive: zipfile.ZipFile) -> None:
     """Every tensor's data record must hold the bytes its pickle claims. Memory-mapped loading takes a
     record's offset and the claimed size without comparing them with the record's own: a record cut short
     (a damaged or crafted archive) would silently lend the bytes after it to the tensor."""
+    entries = archive.infolist()
+    folder = entries[0].filename.split("/", 1)[0]
+    sizes = {entry.filename: entry.file_size for entry in entries}
     try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
-            folder = entries[0].filename.split("/", 1)[0]
-            sizes = {entry.filename: entry.file_size for entry in entries}
-            counter = _StorageCounter(archive.read(f"{folder}/data.pkl"))
+        counter = _StorageCounter(archive.read(f"{folder}/data.pkl"))
         counter.load()
     except Exception:  # a pickle this reader cannot follow: the weights-only loader decides about it
         return
@@ -450,8 +456,6 @@ def read_checkpoint(
 
     fmt = _file_format(path)
     mmap = fmt == "zip"
-    if mmap:
-        _check_storages(path)
     try:
         with _torch_path(path) as name:
             if trust_pickle:
