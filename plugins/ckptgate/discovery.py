@@ -95,17 +95,19 @@ def _is_surrogate_escaped(name: str) -> bool:
 
 def run_dir_of(path: Path, root: Path) -> Path:
     """The run folder of a checkpoint: skip Lightning's ``checkpoints/`` folder, never leave ``root``."""
-    parent = path.parent
-    if parent.name in CHECKPOINT_FOLDERS and parent != root:
-        return parent.parent
-    return parent
+    return _run_folder(path.parent, root)
+
+
+def _run_folder(folder: Path, root: Path) -> Path:
+    """The run folder of the checkpoints in ``folder``."""
+    return folder.parent if folder.name in CHECKPOINT_FOLDERS and folder != root else folder
 
 
 @functools.lru_cache(maxsize=4096)
 def _run_of(folder: Path, root: Path) -> tuple[Path, str, datetime | None]:
     """Run folder, its relpath and its timestamp for the checkpoints in ``folder``: worked out once per
     folder, not per checkpoint (tens of thousands of checkpoints are collected in a few seconds)."""
-    run_dir = folder.parent if folder.name in CHECKPOINT_FOLDERS and folder != root else folder  # as run_dir_of
+    run_dir = _run_folder(folder, root)
     run_parts = run_dir.relative_to(root).parts if run_dir != root else ()
     return run_dir, _display("/".join(run_parts) or "."), parse_run_timestamp(run_parts)
 

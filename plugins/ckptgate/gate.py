@@ -345,8 +345,7 @@ class Gate:
         built = self._built.get(key) if reusable else None
         if built is not None:
             self._built.move_to_end(key)
-            for loaded_key in [k for k, loaded in self._models.items() if loaded.model is built.model]:
-                del self._models[loaded_key]
+            self._forget_loaded(built.model)
             return built
         same_device = [k for k in self._built if k[1] == key[1]]  # least recently used first
         for old in same_device[: max(0, len(same_device) + 1 - self.keep_built)]:
@@ -370,8 +369,11 @@ class Gate:
         return built
 
     def _forget_built(self, key: tuple[str, str]) -> None:
-        built = self._built.pop(key)
-        for loaded_key in [k for k, loaded in self._models.items() if loaded.model is built.model]:
+        self._forget_loaded(self._built.pop(key).model)
+
+    def _forget_loaded(self, model: Any) -> None:
+        """Forget every checkpoint loaded into ``model``: it is about to hold other weights, or be dropped."""
+        for loaded_key in [k for k, loaded in self._models.items() if loaded.model is model]:
             del self._models[loaded_key]
 
     def _build_hook_implemented(self) -> bool:
