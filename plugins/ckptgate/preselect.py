@@ -110,18 +110,12 @@ class _Unbuilt:
         yield from (mark for mark in [*self.marks, *self.markers] if name is None or mark.name == name)
 
 
-@dataclasses.dataclass
-class Counted:
-    kept: int = 0
-    total: int = 0
-
-
 class Preselection:
     """The pytest plugin: prunes parameter sets of checks, then proves the prediction on one item each."""
 
     def __init__(self, config: pytest.Config, expression: Any, matcher: Any) -> None:
         self.config, self.expression, self.matcher = config, expression, matcher
-        self.counted = Counted()
+        self.built = self.parametrized = 0  # items of checkpoint checks built, and parameter sets seen
         self.witnesses: dict[str, Any] = {}  # node id -> the matcher predicted for it
         self.witness_items: list[Any] = []
         self.off: str | None = None
@@ -142,16 +136,14 @@ class Preselection:
         except Exception:  # pytest's internals differ: build everything, pytest selects as usual
             self.off = "pytest internals"
             return
-        if len(selected) == len(calls):
-            self.counted.kept += len(calls)
-            self.counted.total += len(calls)
-            return
-        witness = calls[0]  # built whether selected or not: pytest deselects it if need be
-        kept = selected if witness in selected else [witness, *selected]
-        self.witnesses[f"{metafunc.definition.nodeid}[{witness.id}]"] = self.matcher.from_item(unbuilt.of(witness))
-        metafunc._calls = kept
-        self.counted.kept += len(kept)
-        self.counted.total += len(calls)
+        kept = calls
+        if len(selected) < len(calls):
+            witness = calls[0]  # built whether selected or not: pytest deselects it if need be
+            kept = selected if witness in selected else [witness, *selected]
+            self.witnesses[f"{metafunc.definition.nodeid}[{witness.id}]"] = self.matcher.from_item(unbuilt.of(witness))
+            metafunc._calls = kept
+        self.built += len(kept)
+        self.parametrized += len(calls)
 
     def pytest_itemcollected(self, item: pytest.Item) -> None:
         if self.witnesses and item.nodeid in self.witnesses:
@@ -171,10 +163,10 @@ class Preselection:
     def pytest_report_collectionfinish(self) -> str | None:
         if self.off is not None and self.config.get_verbosity() > 0:
             return f"ckptgate: -k pre-selection off ({self.off}): every check was built"
-        if self.config.get_verbosity() < 0 or self.counted.kept == self.counted.total:
+        if self.config.get_verbosity() < 0 or self.built == self.parametrized:
             return None
         return (
-            f"ckptgate: -k left {self.counted.total - self.counted.kept:,} of {self.counted.total:,} checks unbuilt "
+            f"ckptgate: -k left {self.parametrized - self.built:,} of {self.parametrized:,} checks unbuilt "
             f"({INI} = true)"
         )
 
