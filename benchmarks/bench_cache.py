@@ -12,10 +12,22 @@ The cached and bare runs alternate.
 
 from __future__ import annotations
 
-import argparse
 import re
 
-from common import BARE_PYTEST, GATE, Figure, Timed, alternate, bare_test_file, header, paired, shown, workdir
+from common import (
+    BARE_PYTEST,
+    GATE,
+    Figure,
+    Timed,
+    alternate,
+    bare_test_file,
+    header,
+    main,
+    paired,
+    ratio_figure,
+    shown,
+    workdir,
+)
 from trees import layout, real_tree
 
 BARE_LIMIT = 1.3
@@ -44,11 +56,12 @@ def run(n: int = 1000, repeats: int = 3) -> list[Figure]:
     print(f"  cached / bare {vs_bare:.2f} (limit {BARE_LIMIT})")
     print(f"  cached / uncached {vs_uncached:.3f} (limit {UNCACHED_SHARE})")
     return [
-        Figure(
+        ratio_figure(
             f"5. cached re-run, {n:,} unchanged real checkpoints, vs bare pytest ({5 * n:,} items)",
-            f"{cached.median:.2f} s vs {bare.median:.2f} s = **{vs_bare:.2f}x** (limit {BARE_LIMIT}x)",
-            vs_bare <= BARE_LIMIT,
-            [shown(cached.command), shown(bare.command)],
+            cached,
+            bare,
+            vs_bare,
+            BARE_LIMIT,
         ),
         Figure(
             f"5. cached re-run vs the uncached run ({n:,} real checkpoints)",
@@ -60,9 +73,4 @@ def run(n: int = 1000, repeats: int = 3) -> list[Figure]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    for figure in run(args.n, args.repeats):
-        print(figure.markdown())
+    main(run, __doc__, n=1000)

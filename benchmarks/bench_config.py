@@ -12,10 +12,21 @@ Wall times include start-up. That the config checks open no ``.ckpt`` file is pr
 
 from __future__ import annotations
 
-import argparse
 import re
 
-from common import BARE_PYTEST, GATE, Figure, Timed, alternate, bare_test_file, header, paired, shown, workdir
+from common import (
+    BARE_PYTEST,
+    GATE,
+    Figure,
+    Timed,
+    alternate,
+    bare_test_file,
+    header,
+    main,
+    paired,
+    ratio_figure,
+    workdir,
+)
 from trees import fake_tree, layout
 
 LIMIT = 1.3
@@ -47,25 +58,22 @@ def run(n: int = 2000, repeats: int = 3) -> list[Figure]:
         print(f"  {command.label:<22} {command.describe()}")
     print(f"  gate / bare {ratio:.2f}, gate / bare suite with the same -k {ratio_mirror:.2f} (limit {LIMIT})")
     return [
-        Figure(
+        ratio_figure(
             f"1. config checks, {n:,} checkpoints, vs a bare file of the {2 * n:,} tests they run",
-            f"{gate.median:.2f} s vs {bare.median:.2f} s = **{ratio:.2f}x** (limit {LIMIT}x)",
-            ratio <= LIMIT,
-            [shown(gate.command), shown(bare.command)],
+            gate,
+            bare,
+            ratio,
+            LIMIT,
         ),
-        Figure(
+        ratio_figure(
             f"1. the same, vs the bare suite ({5 * n:,} trivial items, same ids) run with the same `-k`",
-            f"{gate.median:.2f} s vs {mirror.median:.2f} s = **{ratio_mirror:.2f}x** (limit {LIMIT}x)",
-            ratio_mirror <= LIMIT,
-            [shown(gate.command), shown(mirror.command)],
+            gate,
+            mirror,
+            ratio_mirror,
+            LIMIT,
         ),
     ]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    for figure in run(args.n, args.repeats):
-        print(figure.markdown())
+    main(run, __doc__, n=2000)

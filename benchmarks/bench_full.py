@@ -16,12 +16,11 @@ Peak RSS per worker comes from ``rss_plugin`` (``ru_maxrss`` in each worker).
 
 from __future__ import annotations
 
-import argparse
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from common import GATE, HERE, PYTHON, Figure, Timed, alternate, header, paired, paired_marginal, shown, workdir
+from common import GATE, HERE, PYTHON, Figure, Timed, alternate, header, main, paired, paired_marginal, shown, workdir
 from trees import layout, real_tree, subset
 
 COST_LIMIT = 1.25
@@ -183,9 +182,4 @@ def _model_mib() -> float:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    for figure in run(args.n, repeats=args.repeats):
-        print(figure.markdown())
+    main(lambda n, repeats: run(n, repeats=repeats), __doc__, n=100)

@@ -6,13 +6,14 @@ an untimed warm-up round, and their medians are compared, so slow phases of a no
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,6 +171,22 @@ class Figure:
     def markdown(self) -> str:
         verdict = {True: "**met**", False: "**NOT met**", None: "(info)"}[self.met]
         return f"| {self.target} | {self.figure} | {verdict} |"
+
+
+def ratio_figure(target: str, gate: Timed, floor: Timed, ratio: float, limit: float) -> Figure:
+    """``gate s vs floor s = **ratio x** (limit)``: met when the ratio is within the limit."""
+    figure = f"{gate.median:.2f} s vs {floor.median:.2f} s = **{ratio:.2f}x** (limit {limit}x)"
+    return Figure(target, figure, ratio <= limit, [shown(gate.command), shown(floor.command)])
+
+
+def main(run: Callable[[int, int], list[Figure]], doc: str, n: int) -> None:
+    """The command line of a benchmark that runs alone: ``--n`` checkpoints, ``--repeats`` rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--n", type=int, default=n)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for figure in run(args.n, args.repeats):
+        print(figure.markdown())
 
 
 def header(title: str) -> None:
