@@ -165,6 +165,39 @@ def test_changed_model_code_is_checked_again(cached_tree: Callable[..., dict], p
     assert not cached(cached_tree())
 
 
+KW_MODELS = """
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, name, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 2, 1))
+
+    def forward(self, x):
+        return {"logits": self.body(x)}
+"""
+
+
+def test_changed_target_code_is_checked_again(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    """Without a factory, the model code is the package the section's `_target_` names."""
+    gate_tree(GOOD, {"model": model_section(_target_="kwmodels.Net")})
+    models = pytester.makepyfile(kwmodels=KW_MODELS)
+    pytester.makeini("[pytest]\nckpt_target_allow = kwmodels\n")
+
+    def run() -> dict[str, dict[str, str]]:
+        xml = pytester.path / "junit.xml"
+        result = pytester.runpytest(*CHECKS, "--ckpt-cache", "--junitxml", str(xml))
+        assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+        return junit(xml)
+
+    first = run()
+    assert first[f"test_forward[{GOOD}-cpu]"]["outcome"] == "passed"
+    assert cached(run()) == of(GOOD, first) - {f"test_forward[{GOOD}-cuda]"}
+    models.write_text(models.read_text() + "\n# a change to the model code\n")
+    assert not cached(run())
+
+
 def test_cache_clear_and_no_option_replay_nothing(cached_tree: Callable[..., dict]) -> None:
     cached_tree()
     assert not cached(cached_tree(cache=False))

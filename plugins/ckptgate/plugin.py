@@ -34,9 +34,10 @@ class CkptgateDiscoveryWarning(pytest.PytestWarning):
     """Something under the outputs dir may hide checkpoints (unreadable folder, symlink loop, odd name)."""
 
 
-def gate_failed(failure: CheckFailed) -> BaseException:
-    """pytest's own failure, shown as the message alone (no traceback), carrying the root cause for reports."""
-    error = pytest.fail.Exception(str(failure), pytrace=False)
+def gate_failed(failure: CheckFailed, prefix: str = "") -> BaseException:
+    """pytest's own failure, shown as the message alone (no traceback), carrying the root cause for reports;
+    ``prefix`` marks a replayed outcome (``[cached] ``)."""
+    error = pytest.fail.Exception(prefix + str(failure), pytrace=False)
     error.ckptgate_failure = failure  # type: ignore[attr-defined]
     return error
 

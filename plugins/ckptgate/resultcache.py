@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 import ckptgate
-from ckptgate import configs, report
+from ckptgate import configs, report, targets
 from ckptgate.discovery import CheckpointRecord
 from ckptgate.gate import Check, CheckFailed, Failure, Gate
 from ckptgate.items import check_label, checkpoint_of
@@ -112,18 +112,6 @@ def package_hash(name: str, rootdir: Path | None = None) -> str | None:
         for path in sorted(location.rglob("*.py")):
             digest.update(f"{path.relative_to(location).as_posix()}\0{_sha256(path)}\0".encode())
     return digest.hexdigest()
-
-
-def _targets(section: Any) -> Iterator[str]:
-    if isinstance(section, dict):
-        for key, value in section.items():
-            if key == "_target_" and isinstance(value, str):
-                yield value
-            else:
-                yield from _targets(value)
-    elif isinstance(section, list):
-        for value in section:
-            yield from _targets(value)
 
 
 def _hook_files(config: pytest.Config) -> list[str]:
@@ -289,7 +277,7 @@ class ResultCache:
         result = entry.results.get(label)
         if result is None:
             return None
-        if "[" in label and not label.endswith("[cpu]") and result.get("device_env") != self.device_env:
+        if _on_gpu(label) and result.get("device_env") != self.device_env:
             return None  # a GPU outcome from another machine (or other visible GPUs)
         return result
 
@@ -338,7 +326,7 @@ class ResultCache:
         if known is not None:  # replayed runs resolve no config, and the reports still name its source
             result["properties"].append([report.CONFIG_SOURCE, known.describe()])
         label = check_label(item)
-        if "[" in label and not label.endswith("[cpu]"):
+        if _on_gpu(label):
             result["device_env"] = self.device_env
         entry = self._entry(ckpt)
         entry.results[label] = result
@@ -351,7 +339,8 @@ class ResultCache:
         """The packages the model section's ``_target_`` values name (the model code, without a factory)."""
         config = self.gate.known_config(ckpt)
         section = config.model if config is not None else None
-        names = {target.split(".")[0] for target in _targets(section)} if section is not None else set()
+        found = targets.find_targets(section) if section is not None else []
+        names = {target.split(".")[0] for _, target in found if isinstance(target, str)}
         return {name: package_hash(name, self.rootdir) for name in sorted(names)}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -376,6 +365,11 @@ class ResultCache:
         )
 
 
+def _on_gpu(label: str) -> bool:
+    """Whether a check label is a GPU outcome (``forward[cuda]``), which holds only on the machine it ran on."""
+    return "[" in label and not label.endswith("[cpu]")
+
+
 def _replay_instead(item: pytest.Item, result: dict[str, Any]) -> None:
     """Make ``item`` replay ``result``: no fixture is set up, no check code runs.
 
@@ -391,9 +385,9 @@ def _replay_instead(item: pytest.Item, result: dict[str, Any]) -> None:
             ckpt = checkpoint_of(item)
             root = Failure(Check(result["root_check"]), result["root_message"])
             failure = CheckFailed(Check(result["check"]), root, ckpt.relpath if ckpt else "")
-            error = pytest.fail.Exception(PREFIX + str(failure), pytrace=False)
-            error.ckptgate_failure = failure  # type: ignore[attr-defined]
-            raise error
+            from ckptgate.plugin import gate_failed  # the plugin imports this module
+
+            raise gate_failed(failure, prefix=PREFIX)
 
     item.setup = lambda: None  # type: ignore[method-assign]
     item.runtest = replay  # type: ignore[method-assign]
