@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         results.write(merged, args.json)
     if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown.render(merged), encoding="utf-8")
+        results.write_text(args.markdown, markdown.render(merged))
     totals = merged["totals"]
     shards = ", ".join(merged["shards"]) or "unsharded"
     print(

@@ -9,11 +9,11 @@ listed one that passes now is an XPASS(strict) failure that says to shrink the b
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ckptgate import results
 from ckptgate.report import CHECK_ORDER, Summary, check_rank
 
 FORMAT = "ckptgate-baseline"
@@ -91,7 +91,5 @@ def update(path: Path, previous: dict[str, Expected], summary: Summary, existing
             relpath: {"check": entries[relpath].check, "cause": entries[relpath].cause} for relpath in sorted(entries)
         },
     }
-    temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    results.write(document, path)
     return document

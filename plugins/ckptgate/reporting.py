@@ -145,7 +145,7 @@ class GateReporter:
                 results.write(document, self.settings.json)
                 self.written.append(f"JSON report {self.settings.json}")
             if self.settings.markdown is not None:
-                _write_text(self.settings.markdown, markdown.render(document))
+                results.write_text(self.settings.markdown, markdown.render(document))
                 self.written.append(f"Markdown report {self.settings.markdown}")
         except OSError as exc:
             self.errors.append(f"ckptgate: could not write {exc.filename or 'a report'}: {exc.strerror or exc}")
@@ -179,10 +179,3 @@ def _shown(path: Path, rootdir: Path) -> Path:
         return path.relative_to(rootdir)
     except ValueError:
         return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    temporary.replace(path)

@@ -140,10 +140,16 @@ def build(
 
 
 def write(document: dict[str, Any], path: Path) -> None:
-    """Write atomically: a CI job reading the artifact never sees half a file."""
+    """A JSON document (a report, the baseline), written atomically."""
+    write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write atomically (a temporary file beside it, then a rename): a CI job reading the artifact never sees
+    half a file, and two processes writing it leave one whole version."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
 
 
