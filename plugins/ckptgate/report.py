@@ -20,7 +20,8 @@ SIZE_MB = "ckpt_size_mb"
 RUN = "ckpt_run"
 GATE_PROPERTIES = frozenset({CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, SIZE_MB, RUN})  # the reporter's
 CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
-BAD = frozenset({"failed", "error", "xfailed"})  # xfailed: expected unusable (in the baseline)
+FAILED = frozenset({"failed", "error"})
+BAD = FAILED | {"xfailed"}  # xfailed: expected unusable (in the baseline)
 GOOD = frozenset({"passed", "xpassed"})  # xpassed: listed in the baseline, but it passes now
 
 
@@ -53,7 +54,7 @@ class CheckpointVerdict:
     def in_baseline(self) -> bool:
         """Every failure of this checkpoint was expected (an xfail from the baseline)."""
         values = set(self.outcomes.values())
-        return "xfailed" in values and not values & {"failed", "error"}
+        return "xfailed" in values and not values & FAILED
 
     def note_root(self, check: str, cause: str) -> None:
         """Keep the earliest root cause in check order (reports arrive in any order under xdist)."""
@@ -95,7 +96,7 @@ class Summary:
         verdict = self.verdicts.setdefault(relpath, CheckpointVerdict(relpath))
         check = str(props.get(CHECK, nodeid))
         # a passed setup or teardown says nothing yet; a failure is never overwritten by a later phase
-        if (when == "call" or outcome != "passed") and verdict.outcomes.get(check) not in ("failed", "error"):
+        if (when == "call" or outcome != "passed") and verdict.outcomes.get(check) not in FAILED:
             verdict.outcomes[check] = outcome
         if props.get(ROOT_CHECK):
             verdict.note_root(str(props[ROOT_CHECK]), str(props.get(ROOT_CAUSE, "")))
