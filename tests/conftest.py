@@ -15,6 +15,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,17 @@ def wandb_run(root: Path, name: str, config: dict, *, started_utc: str | None = 
     if started_utc:
         (files / "wandb-metadata.json").write_text(json.dumps({"startedAt": started_utc, "program": "train.py"}))
     return files / "config.yaml"
+
+
+# Whether the cuda variant of the forward check runs here (it skips with a reason on a machine without a
+# GPU, as in CI): gate runs' expected outcomes depend on it.
+GPU = torch.cuda.is_available()
+# -p no:NAME for each pytest plugin installed beside the ones these tests are written for (a machine image
+# may bring pytest-benchmark, anyio, pytest-cov...): for the inner runs whose result depends on which
+# plugins' hooks are loaded.
+OUR_PLUGINS = {"ckptgate", "xdist", "xdist.looponfail", "hypothesispytest", "randomly"}
+FOREIGN_PLUGINS = sorted({plugin.name for plugin in entry_points(group="pytest11")} - OUR_PLUGINS)
+ONLY_OUR_PLUGINS = tuple(arg for name in FOREIGN_PLUGINS for arg in ("-p", f"no:{name}"))
 
 
 def model_section(width: int = 4, **extra: Any) -> dict[str, Any]:

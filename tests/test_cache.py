@@ -12,11 +12,20 @@ from pathlib import Path
 import pytest
 from ckptgate import resultcache
 
-from conftest import model_section
+from conftest import GPU, model_section
 
 CHECKS = ("--pyargs", "ckptgate.checks")
 GOOD = "good_20251016_101500/checkpoints/best.ckpt"
 BAD = "wide_20251018_023219/checkpoints/best.ckpt"
+# The outcomes of the two: with a GPU the cuda forward check runs (the bad one's fails) and is replayed like
+# any other; without one it skips, and a skip is never cached.
+OUTCOMES = {"passed": 6 + GPU, "failed": 2 + GPU, "skipped": 0 if GPU else 2}
+REPLAYED = 10 if GPU else 8
+
+
+def skipped_cuda(relpath: str) -> set[str]:
+    """The check of ``relpath`` that is never replayed on this machine: its cuda skip, decided each run."""
+    return set() if GPU else {f"test_forward[{relpath}-cuda]"}
 
 
 @pytest.fixture
@@ -61,9 +70,9 @@ def test_an_unchanged_tree_replays_every_outcome_that_ran(cached_tree: Callable[
     assert not cached(first)
     second = cached_tree()
     assert {name: r["outcome"] for name, r in second.items()} == {name: r["outcome"] for name, r in first.items()}
-    # every check that ran is replayed; the cuda skip (no GPU here) is never cached: it is decided each run
-    assert cached(second) == {name for name in second if not name.endswith("-cuda]")}
-    assert second[f"test_forward[{GOOD}-cuda]"]["outcome"] == "skipped"
+    # every check that ran is replayed; a cuda skip (no GPU) is never cached: it is decided each run
+    assert cached(second) == set(second) - skipped_cuda(GOOD) - skipped_cuda(BAD)
+    assert second[f"test_forward[{GOOD}-cuda]"]["outcome"] == ("passed" if GPU else "skipped")
     failure = second[f"test_weights_load[{BAD}]"]
     assert failure["outcome"] == "failure"
     assert failure["message"].startswith("Failed: [cached] weights do not fit")
@@ -79,7 +88,7 @@ def test_replayed_outcomes_keep_their_properties_and_verdicts(
     result = pytester.runpytest(*CHECKS, "--ckpt-cache", "--junitxml", str(xml))
     result.stdout.fnmatch_lines(
         [
-            "*--ckpt-cache: 8 check outcome(s) replayed*",
+            f"*--ckpt-cache: {REPLAYED} check outcome(s) replayed*",
             "*2 checkpoint(s) checked: 1 usable, 1 unusable*",
             f"*UNUSABLE {BAD}",
             "*weights_load: weights do not fit*",
@@ -102,7 +111,7 @@ def test_replayed_outcomes_name_the_config_source_without_junit(
     pytester.runpytest(*CHECKS, "--ckpt-cache")  # recorded without --junitxml
     report = pytester.path / "report.json"
     result = pytester.runpytest(*CHECKS, "--ckpt-cache", "--ckpt-json", str(report))
-    result.stdout.fnmatch_lines(["*--ckpt-cache: 8 check outcome(s) replayed*"])
+    result.stdout.fnmatch_lines([f"*--ckpt-cache: {REPLAYED} check outcome(s) replayed*"])
     entries = {entry["path"]: entry for entry in json.loads(report.read_text())["checkpoints"]}
     assert entries[GOOD]["config_source"].startswith("sidecar: good_20251016_101500/checkpoints/best.config.json")
 
@@ -134,7 +143,7 @@ def test_a_changed_checkpoint_is_checked_again(
         assert path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_ino == before.st_ino
     second = cached_tree()
     assert not cached(second) & of(GOOD, second), "the changed checkpoint was replayed"
-    assert of(BAD, second) - cached(second) == {f"test_forward[{BAD}-cuda]"}, "the unchanged one was checked again"
+    assert of(BAD, second) - cached(second) == skipped_cuda(BAD), "the unchanged one was checked again"
 
 
 @pytest.mark.parametrize("change", ["edit", "new_sidecar_that_wins", "delete"])
@@ -155,7 +164,7 @@ def test_a_changed_config_is_checked_again(
     assert not cached(second) & of(BAD, second)
     expected = "passed" if change != "delete" else "failure"
     assert second[f"test_weights_load[{BAD}]"]["outcome"] == expected
-    assert of(GOOD, second) - cached(second) == {f"test_forward[{GOOD}-cuda]"}
+    assert of(GOOD, second) - cached(second) == skipped_cuda(GOOD)
 
 
 def test_changed_model_code_is_checked_again(cached_tree: Callable[..., dict], pytester: pytest.Pytester) -> None:
@@ -193,7 +202,7 @@ def test_changed_target_code_is_checked_again(pytester: pytest.Pytester, gate_tr
 
     first = run()
     assert first[f"test_forward[{GOOD}-cpu]"]["outcome"] == "passed"
-    assert cached(run()) == of(GOOD, first) - {f"test_forward[{GOOD}-cuda]"}
+    assert cached(run()) == of(GOOD, first) - skipped_cuda(GOOD)
     models.write_text(models.read_text() + "\n# a change to the model code\n")
     assert not cached(run())
 
@@ -218,8 +227,8 @@ def test_a_run_that_replays_everything_imports_no_torch(
         """
     )
     result = pytester.runpytest_subprocess(*CHECKS, "--ckpt-cache", "-s", "-p", "no:randomly")
-    result.stdout.fnmatch_lines(["*TORCH_IMPORTED False*", "*8 check outcome(s) replayed*"])
-    result.assert_outcomes(passed=6, failed=2, skipped=2)
+    result.stdout.fnmatch_lines(["*TORCH_IMPORTED False*", f"*{REPLAYED} check outcome(s) replayed*"])
+    result.assert_outcomes(**OUTCOMES)
 
 
 def test_cache_needs_the_cacheprovider(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
@@ -254,7 +263,7 @@ def test_the_store_ignores_foreign_and_broken_files(tmp_path: Path) -> None:
 def test_the_cache_works_under_xdist(pytester: pytest.Pytester, cached_tree: Callable[..., dict]) -> None:
     """Each worker looks outcomes up and records its own; the controller counts what was replayed."""
     first = pytester.runpytest_subprocess(*CHECKS, "--ckpt-cache", "-n", "2")
-    first.assert_outcomes(passed=6, failed=2, skipped=2)
+    first.assert_outcomes(**OUTCOMES)
     second = pytester.runpytest_subprocess(*CHECKS, "--ckpt-cache", "-n", "2")
-    second.assert_outcomes(passed=6, failed=2, skipped=2)
-    second.stdout.fnmatch_lines(["*--ckpt-cache: 8 check outcome(s) replayed*", "*2 checkpoint(s) checked*"])
+    second.assert_outcomes(**OUTCOMES)
+    second.stdout.fnmatch_lines([f"*--ckpt-cache: {REPLAYED} check outcome(s) replayed*", "*2 checkpoint(s) checked*"])

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from conftest import model_section, wandb_run
+from conftest import GPU, model_section, wandb_run
 
 CHECKS = ("--pyargs", "ckptgate.checks")
+
+
+# A usable checkpoint's outcomes here: its cuda forward check runs where a GPU is visible, and skips elsewhere.
+USABLE = {"passed": 5, "skipped": 0} if GPU else {"passed": 4, "skipped": 1}
+NO_GPU = "no CUDA GPU visible: the cuda variant of the forward check is skipped here, and tested where a GPU is"
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -35,15 +41,15 @@ def test_usable_checkpoint_passes_every_check_and_ids_are_relative_paths(
 ) -> None:
     gate_tree("run_20251016_101500/checkpoints/best.ckpt", {"model": model_section()})
     result = run(pytester)
-    result.assert_outcomes(passed=4, skipped=1)
+    result.assert_outcomes(**USABLE)
     assert outcomes_by_id(result) == {
         "test_config_present[run_20251016_101500/checkpoints/best.ckpt]": "PASSED",
         "test_config_schema[run_20251016_101500/checkpoints/best.ckpt]": "PASSED",
         "test_weights_load[run_20251016_101500/checkpoints/best.ckpt]": "PASSED",
         "test_forward[run_20251016_101500/checkpoints/best.ckpt-cpu]": "PASSED",
-        "test_forward[run_20251016_101500/checkpoints/best.ckpt-cuda]": "SKIPPED",
+        "test_forward[run_20251016_101500/checkpoints/best.ckpt-cuda]": "PASSED" if GPU else "SKIPPED",
     }
-    result.stdout.fnmatch_lines(["*no CUDA GPU visible*", "*1 checkpoint(s) checked: 1 usable, 0 unusable*"])
+    result.stdout.fnmatch_lines([*([] if GPU else ["*no CUDA GPU visible*"]), "*1 checkpoint(s) checked: 1 usable*"])
 
 
 def test_missing_config_fails_every_check_with_a_pointer_to_the_root_cause(
@@ -153,6 +159,7 @@ def test_a_pickle_payload_is_refused_named_and_never_run(
     assert not marker.exists()
 
 
+@pytest.mark.skipif(GPU, reason="a CUDA GPU is visible here: test_cuda_asked_for_runs_the_forward_check_on_the_gpu")
 def test_cuda_asked_for_on_a_machine_without_one_fails_clearly(
     pytester: pytest.Pytester, gate_tree: Callable[..., Path]
 ) -> None:
@@ -160,6 +167,24 @@ def test_cuda_asked_for_on_a_machine_without_one_fails_clearly(
     result = run(pytester, "--ckpt-device", "cuda", "-k", "forward")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*--ckpt-device cuda was asked for, but no CUDA GPU visible*"])
+
+
+@pytest.mark.skipif(not GPU, reason=NO_GPU)
+def test_cuda_asked_for_runs_the_forward_check_on_the_gpu(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    """The same code path as on cpu, the device aside: the weights and the input on the GPU, or torch refuses."""
+    gate_tree("exp/checkpoints/best.ckpt", {"model": model_section()})
+    xml = pytester.path / "junit.xml"
+    result = run(pytester, "--ckpt-device", "cuda", "--junitxml", str(xml))
+    assert outcomes_by_id(result) == {
+        "test_config_present[exp/checkpoints/best.ckpt]": "PASSED",
+        "test_config_schema[exp/checkpoints/best.ckpt]": "PASSED",
+        "test_weights_load[exp/checkpoints/best.ckpt]": "PASSED",
+        "test_forward[exp/checkpoints/best.ckpt-cuda]": "PASSED",
+    }
+    described = [p.get("value") for p in ET.parse(xml).getroot().iter("property") if p.get("name") == "forward_cuda"]
+    assert described == ["1 output tensor(s) on cuda:0: output['logits'] [1, 2, 64, 64]"]
 
 
 def test_device_cpu_collects_no_cuda_variant(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
@@ -386,7 +411,7 @@ def test_runs_against_another_project_with_its_own_model_package(pytester: pytes
     )
     (target / "best.config.yaml").write_text("model:\n  name: linear\n  features: 5\n")
     result = pytester.runpytest_subprocess(*CHECKS, "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=4, skipped=1)
+    result.assert_outcomes(**USABLE)
 
 
 def test_a_non_utf8_checkpoint_name_is_checked_with_a_printable_id(

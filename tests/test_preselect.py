@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from ckptgate import preselect
 
-from conftest import model_section
+from conftest import ONLY_OUR_PLUGINS, model_section
 
-CHECKS = ("--pyargs", "ckptgate.checks")
+# Another plugin's collection hooks turn pre-selection off by design: these runs load ours only.
+CHECKS = ("--pyargs", "ckptgate.checks", *ONLY_OUR_PLUGINS)
 # Checkpoint paths that -k expressions can hit by substring: a run named after a config sweep, a "forward"
 # in a file name, upper case.
 CHECKPOINTS = (

@@ -69,7 +69,9 @@ class Tree:
         ready = self.root / f"ready-{time.perf_counter_ns()}"
         command = [sys.executable, "-m", "pytest", "--pyargs", "ckptgate.checks", "--fix", "-k", "config_present"]
         command += ["--ckpt-outputs", "outputs", "--ckpt-device", "cpu", "-p", "no:cacheprovider", "-q"]
-        env = {**os.environ, "CKG_READY": str(ready), "PYTHONPATH": str(self.root)}
+        # the tree's conftest and model package first; whatever makes ckptgate importable here stays
+        paths = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "CKG_READY": str(ready), "PYTHONPATH": paths}
         process = subprocess.Popen(
             command,
             cwd=self.root,

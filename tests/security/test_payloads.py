@@ -12,6 +12,7 @@ runs them), so "no marker" under the gate is evidence. Unit tests cover each var
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -103,8 +104,8 @@ CONTROL = textwrap.dedent(
     for path in sys.argv[1:]:
         try:
             torch.load(path, weights_only=False)
-        except BaseException as exc:  # many payloads break the load after they ran
-            pass
+        except BaseException as exc:  # many payloads break the load after they ran; said, for a miss
+            print(path, "->", type(exc).__name__, str(exc)[:300].replace("\\n", " "))
     time.sleep(0.5)
     """
 )
@@ -116,7 +117,9 @@ def test_the_payloads_are_live_under_plain_pickle_loading(
 ) -> None:
     """The positive control: what the gate refuses really runs when a checkpoint is loaded the unsafe way."""
     built = {variant: build(variant, tmp_path / "files", armed, base_checkpoint) for variant in corpus.PAYLOADS}
-    env = {"PYTHONPATH": str(armed), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
+    # the armed folder first; whatever makes torch's and omegaconf's modules importable here stays
+    paths = os.pathsep.join(p for p in (str(armed), os.environ.get("PYTHONPATH")) if p)
+    env = {"PYTHONPATH": paths, "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", CONTROL, *(str(path) for path, _ in built.values())],
         cwd=tmp_path,
@@ -131,7 +134,9 @@ def test_the_payloads_are_live_under_plain_pickle_loading(
     while not expected <= set(fired(armed)) and time.monotonic() < deadline:
         time.sleep(0.05)
     missing = sorted(expected - set(fired(armed)))
-    assert missing == [], f"payloads that did not run under torch.load(weights_only=False): {missing}"
+    paths = {marker_for(armed, v).name: str(path) for v, (path, _) in built.items()}
+    said = [line for line in done.stdout.splitlines() if any(line.startswith(paths[m] + " ") for m in missing)]
+    assert missing == [], f"payloads that did not run under torch.load(weights_only=False): {missing}; {said}"
     record(record_property, payload_live=len(expected))
 
 
