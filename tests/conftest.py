@@ -69,6 +69,12 @@ FOREIGN_PLUGINS = sorted({plugin.name for plugin in entry_points(group="pytest11
 ONLY_OUR_PLUGINS = tuple(arg for name in FOREIGN_PLUGINS for arg in ("-p", f"no:{name}"))
 
 
+def pythonpath(*first: Path) -> str:
+    """``PYTHONPATH`` for a subprocess: ``first``, then whatever makes ckptgate and its dependencies importable
+    here (an install may rely on PYTHONPATH, as a machine image with packages in a side folder does)."""
+    return os.pathsep.join(p for p in (*map(str, first), os.environ.get("PYTHONPATH")) if p)
+
+
 def model_section(width: int = 4, **extra: Any) -> dict[str, Any]:
     return {"_target_": "mymodels.Net", "name": "net", "width": width, **extra}
 
@@ -185,7 +191,7 @@ class ChecksRunner:
         """The command line, environment and JUnit XML path of one run (for ``subprocess.Popen``)."""
         xml = workdir / "junit.xml"
         command = [sys.executable, "-m", "pytest", "--pyargs", "ckptgate.checks", "--ckpt-outputs", str(outputs)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        env = {**os.environ, "PYTHONPATH": pythonpath(REPO)}
         return [*command, *DEMO_OPTIONS, *extra, "--junitxml", str(xml)], env, xml
 
     def run(self, outputs: Path, workdir: Path, *extra: str) -> DemoRun:

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import MODEL_SOURCE, model_section, wandb_run
+from conftest import MODEL_SOURCE, model_section, pythonpath, wandb_run
 from security.conftest import fingerprint
 from security.figures import record
 
@@ -69,9 +69,7 @@ class Tree:
         ready = self.root / f"ready-{time.perf_counter_ns()}"
         command = [sys.executable, "-m", "pytest", "--pyargs", "ckptgate.checks", "--fix", "-k", "config_present"]
         command += ["--ckpt-outputs", "outputs", "--ckpt-device", "cpu", "-p", "no:cacheprovider", "-q"]
-        # the tree's conftest and model package first; whatever makes ckptgate importable here stays
-        paths = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, "CKG_READY": str(ready), "PYTHONPATH": paths}
+        env = {**os.environ, "CKG_READY": str(ready), "PYTHONPATH": pythonpath(self.root)}
         process = subprocess.Popen(
             command,
             cwd=self.root,

@@ -12,7 +12,6 @@ runs them), so "no marker" under the gate is evidence. Unit tests cover each var
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from ckptgate import loading
 from ckptgate.errors import CheckError
 from omegaconf import OmegaConf
 
-from conftest import model_section
+from conftest import model_section, pythonpath
 from security import corpus
 from security.conftest import fingerprint, fired
 from security.figures import record
@@ -117,9 +116,7 @@ def test_the_payloads_are_live_under_plain_pickle_loading(
 ) -> None:
     """The positive control: what the gate refuses really runs when a checkpoint is loaded the unsafe way."""
     built = {variant: build(variant, tmp_path / "files", armed, base_checkpoint) for variant in corpus.PAYLOADS}
-    # the armed folder first; whatever makes torch's and omegaconf's modules importable here stays
-    paths = os.pathsep.join(p for p in (str(armed), os.environ.get("PYTHONPATH")) if p)
-    env = {"PYTHONPATH": paths, "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
+    env = {"PYTHONPATH": pythonpath(armed), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
         [sys.executable, "-c", CONTROL, *(str(path) for path, _ in built.values())],
         cwd=tmp_path,
