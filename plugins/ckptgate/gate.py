@@ -179,12 +179,6 @@ class Gate:
             raise CheckFailed(check, outcome, ckpt.relpath)
         return outcome
 
-    def failure(self, ckpt: CheckpointRecord) -> Failure | None:
-        """The root cause recorded for a checkpoint so far, earliest check first (None if none yet)."""
-        found = [o for (rel, _, _), o in self._outcomes.items() if rel == ckpt.relpath and isinstance(o, Failure)]
-        order = list(Check)
-        return min(found, key=lambda f: order.index(f.check)) if found else None
-
     def config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig:
         """Stage 1: a config document was found and read."""
 
