@@ -186,10 +186,10 @@ def test_alias_bomb_is_refused_quickly() -> None:
     lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
     for previous, name in zip("abcdefgh", "bcdefghi", strict=True):
         lines.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]")  # 9**9 values in the end
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a machine busy with other work does not make this slow
     with pytest.raises(DocumentError, match=r"^bomb.yaml: expands to more than 1,000,000 values"):
         parse_document("\n".join(lines), suffix=".yaml", where="bomb.yaml")
-    assert time.perf_counter() - start < 5
+    assert time.process_time() - start < 5
 
 
 def test_recursive_alias_is_refused() -> None:

@@ -429,9 +429,9 @@ def test_huge_declared_lengths_cost_nothing(scratch: Path) -> None:
     wrong_chunk = (0).to_bytes(4, "little") + (65535).to_bytes(2, "little") + b"\x01" + b"x" * 100
     data = frame_records([huge_field, huge_inner, long_varint]) + wrong_chunk
     tracemalloc.start()
-    began = time.perf_counter()
+    began = time.process_time()  # CPU time: a machine busy with other work does not make this slow
     log = read_wandb_log(put(scratch, data))
-    elapsed = time.perf_counter() - began
+    elapsed = time.process_time() - began
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert elapsed < 2 and peak < 2_000_000

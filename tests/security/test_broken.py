@@ -277,7 +277,7 @@ def test_a_config_of_any_depth_is_read_or_refused_in_one_line_and_quickly(
     (outputs / "run" / f"best{suffix}").write_text(text)
     gate = gate_over(outputs)
     (ckpt,) = gate.discovery().checkpoints
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: a machine busy with other work does not make this slow
     try:
         valid = gate.validated(ckpt)
     except CheckFailed as exc:
@@ -286,7 +286,7 @@ def test_a_config_of_any_depth_is_read_or_refused_in_one_line_and_quickly(
         assert depth >= 190, exc.root.message  # only depth is wrong with these documents
     else:
         assert depth <= 200 and valid.model["width"] == 4
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
 
 
 def test_odd_names_under_xdist_and_fix_neither_crash_a_worker_nor_lose_the_real_name(
