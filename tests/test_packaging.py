@@ -1,9 +1,11 @@
-"""What ``pip install pytest-ckptgate`` (not ``-e``) ships: setuptools lists the packages by hand here, and a
-subpackage missing from the list installs a plugin that fails to load (``No module named
-'ckptgate.recovery'``, seen on a machine that installed the wheel)."""
+"""What ``pip install pytest-ckptgate`` (not ``-e``) ships: setuptools lists the packages and their data files
+by hand here, and a subpackage missing from the list installs a plugin that fails to load (``No module named
+'ckptgate.recovery'``, seen on a machine that installed the wheel); a data file missing, one that fails at its
+first use (the JSON Schemas)."""
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -13,14 +15,30 @@ tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard libr
 REPO = Path(__file__).resolve().parents[1]
 
 
+def setuptools() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
 def test_every_module_of_the_plugin_and_the_checks_is_in_a_shipped_package() -> None:
-    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    shipped = set(setuptools["packages"])
+    config = setuptools()
+    shipped = set(config["packages"])
     modules: dict[str, str] = {}
-    for package, folder in setuptools["package-dir"].items():
+    for package, folder in config["package-dir"].items():
         for source in sorted((REPO / folder).rglob("*.py")):
             inner = source.parent.relative_to(REPO / folder).parts
             modules[str(source.relative_to(REPO))] = ".".join([package, *inner])
     assert len(modules) > 20  # the plugin's modules and the checks were found
     missing = {path: package for path, package in modules.items() if package not in shipped}
     assert missing == {}, f"add these packages to [tool.setuptools] packages in pyproject.toml: {missing}"
+
+
+def test_every_data_file_of_the_plugin_is_shipped() -> None:
+    config = setuptools()
+    folder = REPO / config["package-dir"]["ckptgate"]
+    patterns = config["package-data"]["ckptgate"]
+    data = [
+        p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
+    ]
+    assert "schemas/model_config.schema.json" in data  # the files were found
+    missing = [name for name in data if not any(fnmatch(name, pattern) for pattern in patterns)]
+    assert missing == [], f"add these to [tool.setuptools.package-data] ckptgate in pyproject.toml: {missing}"
