@@ -130,3 +130,45 @@ def test_names_added_after_building_stop_the_run_instead_of_losing_checks(
     # and the way out works: every forward check is selected
     ids, _, _ = collected(pytester, "-k", "gpu", "-o", f"{preselect.INI}=false")
     assert len(ids) == 2 * len(CHECKPOINTS)
+
+
+# What pytest-benchmark 5.2's collection hook does (pytest_benchmark/plugin.py), under its module's name.
+FAKE_BENCHMARK = """
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption("--benchmark-skip", action="store_true", default=False)
+    parser.addoption("--benchmark-only", action="store_true", default=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_bench = pytest.mark.skip(reason="Skipping benchmark (--benchmark-skip active).")
+    skip_other = pytest.mark.skip(reason="Skipping non-benchmark (--benchmark-only active).")
+    for item in items:
+        if "benchmark" in getattr(item, "fixturenames", ()):
+            if config.getoption("benchmark_skip"):
+                item.add_marker(skip_bench)
+        elif config.getoption("benchmark_only"):
+            item.add_marker(skip_other)
+"""
+
+
+def test_pytest_benchmark_leaves_preselection_on_unless_its_options_mark_checks(
+    pytester: pytest.Pytester, tree: Path
+) -> None:
+    (pytester.mkpydir("pytest_benchmark") / "plugin.py").write_text(FAKE_BENCHMARK)
+    pytester.syspathinsert()
+    plugin = ("-p", "pytest_benchmark.plugin")
+    ids, built, _ = collected(pytester, *plugin, "-k", "config_present")
+    assert len(ids) == len(CHECKPOINTS) and built == len(CHECKPOINTS) + 4  # as without the plugin
+    # --benchmark-only marks every check `skip`, a name -k sees: every check is built, and -k selects as usual
+    expression = ("--benchmark-only", "-k", "skip and config")
+    with_it, built_with, run = collected(pytester, *plugin, *expression)
+    assert run.ret == pytest.ExitCode.OK, run.stderr.str()  # not the witness's usage error
+    without, _, _ = collected(pytester, *plugin, *expression, "-o", f"{preselect.INI}=false")
+    # every check of the two config_sweep checkpoints, the two config checks of the other two
+    assert with_it == without and len(with_it) == 2 * 7 + 2 * 2
+    assert built_with == 7 * len(CHECKPOINTS)
+    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "outputs", "--collect-only", "-v", *plugin, *expression)
+    result.stdout.fnmatch_lines(["ckptgate: -k pre-selection off (collection hooks of pytest_benchmark.plugin)*"])

@@ -31,6 +31,9 @@ INI = "ckpt_k_preselect"
 # Plugins whose collection hooks add no per-parameter keywords: pytest's own, ckptgate's, pytest-xdist's,
 # pytest-randomly's (reorders), hypothesis' (marks whole @given functions: the witness sees that).
 KNOWN_MODIFIERS = ("_pytest.", "ckptgate.", "xdist.", "pytest_randomly", "_hypothesis_pytestplugin")
+# Plugins whose collection hooks add names only under options of their own: pytest-benchmark marks items
+# `skip` with --benchmark-skip or --benchmark-only (its pytest_collection_modifyitems), and does nothing else.
+MODIFIERS_WITH_OPTIONS = {"pytest_benchmark.": ("benchmark_skip", "benchmark_only")}
 
 
 def addini(parser: pytest.Parser) -> None:
@@ -76,10 +79,20 @@ def modifiers_unknown(config: pytest.Config) -> list[str]:
     for hook in ITEM_HOOKS:
         for impl in getattr(config.hook, hook).get_hookimpls():
             plugin = impl.plugin
-            module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-            if not str(module).startswith(KNOWN_MODIFIERS) and impl.plugin_name not in unknown:
-                unknown.append(impl.plugin_name)
+            module = str(plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__)
+            if _adds_no_names(module, config) or impl.plugin_name in unknown:
+                continue
+            unknown.append(impl.plugin_name)
     return unknown
+
+
+def _adds_no_names(module: str, config: pytest.Config) -> bool:
+    if module.startswith(KNOWN_MODIFIERS):
+        return True
+    for prefix, options in MODIFIERS_WITH_OPTIONS.items():
+        if module.startswith(prefix):
+            return not any(config.getoption(option, default=False) for option in options)
+    return False
 
 
 class _Unbuilt:
