@@ -7,7 +7,7 @@ B: a pytest file of 4,000 trivial tests (``test_config_present`` and ``test_conf
 C: a pytest file with the suite's four test functions as trivial tests over the same ids (10,000 items),
    run with the same ``-k``: pytest's own cost of the same command.
 Wall times include start-up. That the config checks open no ``.ckpt`` file is proven by
-``tests/test_perf_guarantees.py``, not here.
+``tests/test_perf_scheduling.py::test_config_checks_open_no_checkpoint_file``, not here.
 """
 
 from __future__ import annotations
