@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,10 +156,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def test_pytest_benchmark_leaves_preselection_on_unless_its_options_mark_checks(
-    pytester: pytest.Pytester, tree: Path
+    pytester: pytest.Pytester, tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (pytester.mkpydir("pytest_benchmark") / "plugin.py").write_text(FAKE_BENCHMARK)
     pytester.syspathinsert()
+    # Where the real pytest-benchmark is installed, this process has imported it: the runs would load it, not
+    # the stand-in (and under xdist it refuses --benchmark-only).
+    for name in [name for name in sys.modules if name.partition(".")[0] == "pytest_benchmark"]:
+        monkeypatch.delitem(sys.modules, name)
     plugin = ("-p", "pytest_benchmark.plugin")
     ids, built, _ = collected(pytester, *plugin, "-k", "config_present")
     assert len(ids) == len(CHECKPOINTS) and built == len(CHECKPOINTS) + 4  # as without the plugin
