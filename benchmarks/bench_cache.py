@@ -41,8 +41,9 @@ def run(n: int = 1000, repeats: int = 3) -> list[Figure]:
     folder = workdir("cache")
     bare_test_file(folder, "test_bare_suite", [relpath for relpath, _, _ in layout(n)], CHECKS)
     gate = [*GATE, "--ckpt-outputs", str(outputs), "-q", "--ckpt-cache"]
-    uncached = Timed(f"gate, cache cleared ({n})", [*gate, "--cache-clear"], folder)
-    cached = Timed(f"gate, cached ({n})", gate, folder)
+    # one pytest cache folder for both: the cached run replays what the uncached one stored
+    uncached = Timed(f"gate, cache cleared ({n})", [*gate, "--cache-clear"], folder, cache="gate")
+    cached = Timed(f"gate, cached ({n})", gate, folder, cache="gate")
     bare = Timed(f"bare pytest ({5 * n} items)", [*BARE_PYTEST, "test_bare_suite.py", "-q"], folder)
     alternate(uncached, repeats=1, warmup=False)
     print(f"    {uncached.label}: {uncached.walls[-1]:.2f} s", flush=True)
