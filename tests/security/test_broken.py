@@ -258,7 +258,7 @@ def nested_json(depth: int, kind: str) -> str:
     return opening * depth + "1" + closing * depth
 
 
-# No explain phase: after a failure it re-runs examples under a tracer, which slows the parser ten-fold and
+# No explain phase: after a failure it re-runs examples under a tracer, which slows the parser ~8-fold and
 # fails the CPU-time bound on examples that pass without it (seen on Python 3.12), hiding the real failure.
 @settings(
     max_examples=40,
