@@ -14,6 +14,7 @@ from ckptgate.configs import (
     Candidate,
     ConfigNotFound,
     ResolvedConfig,
+    SeveralConfigs,
     candidates,
     find_model_key,
     load_config,
@@ -66,8 +67,13 @@ def test_candidates_in_order(tmp_path: Path) -> None:
         ("sidecar", "run_20251017_215423/checkpoints/best.resolved.config.json"),
         ("hydra", "run_20251017_215423/checkpoints/.hydra/config.yaml"),
         ("hydra", "run_20251017_215423/.hydra/config.yaml"),
+        ("hydra", ".hydra/config.yaml"),  # the outputs dir itself may be the run's folder
+        ("cli", "run_20251017_215423/checkpoints/config.yaml"),
         ("hparams", "run_20251017_215423/checkpoints/hparams.yaml"),
+        ("cli", "run_20251017_215423/config.yaml"),
         ("hparams", "run_20251017_215423/hparams.yaml"),
+        ("cli", "config.yaml"),
+        ("hparams", "hparams.yaml"),
     ]
 
 
@@ -76,16 +82,19 @@ def test_candidates_never_leave_the_outputs_dir(tmp_path: Path) -> None:
     write(tmp_path / ".hydra" / "config.yaml", model_yaml("outside"))  # above the outputs dir
     write(tmp_path / "hparams.yaml", model_yaml("outside"))
     ckpt = record(root, "best.ckpt")
-    assert [c.path.name for c in candidates(ckpt, root)] == [
+    assert [c.path.relative_to(root).as_posix() for c in candidates(ckpt, root)] == [
         "best.config.json",
         "best.config.yaml",
         "best.config.yml",
         "best.resolved.config.json",
+        ".hydra/config.yaml",
+        "config.yaml",
+        "hparams.yaml",
     ]
     with pytest.raises(ConfigNotFound) as info:
         resolve_config(ckpt, root)
-    assert "Looked in 4 places:" in str(info.value)
-    assert "version_*" not in str(info.value)  # no logger folder is searched at the top
+    assert "Looked in 8 places:" in str(info.value)  # and the logger folders of the outputs dir itself
+    assert "outside" not in str(info.value) and str(tmp_path / "hparams.yaml") not in str(info.value)
 
 
 def test_search_order_source_by_source(tmp_path: Path) -> None:
@@ -156,10 +165,21 @@ def test_logger_hparams_newest_version_first(tmp_path: Path) -> None:
         write(run / "lightning_logs" / f"version_{version}" / "hparams.yaml", model_yaml(f"v{version}"))
     write(run / "lightning_logs" / "version_x" / "hparams.yaml", model_yaml("not-a-number"))
 
-    found = resolve_config(ckpt, tmp_path)
+    with pytest.raises(SeveralConfigs) as info:  # several trainings: the gate chooses by the checkpoint
+        resolve_config(ckpt, tmp_path)
 
-    assert found.path == run / "lightning_logs" / "version_10" / "hparams.yaml"  # 10 > 2, not "10" < "2"
-    assert found.model is not None and found.model["architecture_name"] == "v10"
+    found = [resolved.path.parent.name for resolved in info.value.found]
+    assert found == ["version_10", "version_2", "version_0", "version_x"]  # 10 > 2, not "10" < "2"
+
+
+def test_several_run_logs_at_one_distance_are_left_to_the_gate(tmp_path: Path) -> None:
+    ckpt = record(tmp_path)
+    run = tmp_path / "run_20251017_215423"
+    for version in (0, 1):
+        write(run / "lightning_logs" / f"version_{version}" / "hparams.yaml", model_yaml("same"))
+    with pytest.raises(SeveralConfigs) as info:
+        resolve_config(ckpt, tmp_path)
+    assert len(info.value.found) == 2  # configs.py does not judge: the gate compares what defines the model
 
 
 def test_logger_hparams_directly_in_the_run_folder(tmp_path: Path) -> None:
@@ -214,21 +234,36 @@ def test_hparams_with_python_tags_still_gives_its_model(tmp_path: Path) -> None:
         ("best.config.json", "", "not valid JSON"),
     ],
 )
-def test_broken_sidecar_is_reported_not_skipped(tmp_path: Path, broken: str, content: str, fragment: str) -> None:
+def test_a_broken_sidecar_does_not_end_the_search_and_is_noted(
+    tmp_path: Path, broken: str, content: str, fragment: str
+) -> None:
+    """A sidecar may be a half-written export: the next source is tried, and the note travels with the config
+    used (it is reported on the checkpoint); with nothing else anywhere, the broken sidecar is the cause."""
     ckpt = record(tmp_path)
     run = tmp_path / "run_20251017_215423"
     write(run / "checkpoints" / broken, content)
-    write(run / "checkpoints" / "best.resolved.config.json", {"model": MODEL})  # a later, valid source
+    later = write(run / "checkpoints" / "best.resolved.config.json", {"model": MODEL})  # a later, valid source
     write(run / ".hydra" / "config.yaml", model_yaml("hydra"))
     before = snapshot(tmp_path)
 
+    found = resolve_config(ckpt, tmp_path)
+
+    assert snapshot(tmp_path) == before  # nothing written, nothing lost
+    assert (found.kind, found.path) == ("sidecar", later)
+    (note,) = found.skipped
+    assert note.startswith(f"passed over a broken sidecar: run_20251017_215423/checkpoints/{broken}: ")
+    assert fragment in note
+    later.unlink()
+    configs.clear_cache()
+    assert resolve_config(ckpt, tmp_path).kind == "hydra"
+    (run / ".hydra" / "config.yaml").unlink()
+    configs.clear_cache()
     with pytest.raises(DocumentError) as info:
         resolve_config(ckpt, tmp_path)
-
     assert not isinstance(info.value, ConfigNotFound)
     assert str(info.value).startswith(f"run_20251017_215423/checkpoints/{broken}: ")
     assert fragment in str(info.value)
-    assert snapshot(tmp_path) == before
+    assert (run / "checkpoints" / broken).read_text() == content  # the user's file is left as it was
 
 
 def test_broken_hydra_config_is_reported_not_skipped(tmp_path: Path) -> None:
@@ -292,7 +327,7 @@ def test_config_not_found_lists_every_place_and_points_to_fix(tmp_path: Path) ->
     assert isinstance(error, CheckError)
     message = str(error)
     places = [c.path.relative_to(tmp_path).as_posix() for c in candidates(ckpt, tmp_path)]
-    places.append("run_20251017_215423/*/version_*/hparams.yaml")
+    places.append("run_20251017_215423/*/version_*/{hparams,config}.yaml")
     assert f"Looked in {len(places)} places:" in message
     listed = [line.strip() for line in message.splitlines() if line.startswith("  ")]
     assert listed == places

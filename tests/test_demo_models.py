@@ -1,4 +1,7 @@
-"""The demo model family: every combination runs, components really differ, and validate_config is exact."""
+"""The demo model family: every combination runs, components really differ, and its rules are exact.
+
+The family's rules (``cross_field_errors``, ``validate_config``) are its own, not ckptgate's: they reach the gate
+through the family's plugin (``fixtures/demo_plugin.py``), as a team's rules would."""
 
 from __future__ import annotations
 
@@ -20,9 +23,11 @@ from fixtures.demo_models import (
     ResNet18Tiny,
     UNetDecoder,
     build_model,
+    cross_field_errors,
     model_section,
     validate_config,
 )
+from fixtures.demo_plugin import pytest_ckptgate_validate_config
 
 COMBOS = list(itertools.product(sorted(ENCODERS), sorted(DECODERS)))
 MAP_KEYS = {"prob_maps", "thresh_maps", "binary_maps"}
@@ -222,3 +227,148 @@ def test_any_other_in_channels_is_reported_once(encoder: str, channels: list[int
     else:
         assert len(errors) == 1
         assert errors[0].startswith(f"$.model.decoder.params.in_channels: {channels} does not match")
+
+
+# ------------------------------------------------------------------ stage wiring (cross-field rules)
+
+
+def _valid() -> dict[str, Any]:
+    return model_section("mobilenetv3_small_050", "unet")  # channels [16, 24, 48] -> 16 -> head 16
+
+
+def test_consistent_channels_have_no_cross_field_errors() -> None:
+    assert cross_field_errors(_valid()) == []
+    section = model_section("mobilenetv3_small_050", "unet", encoder={"out_channels": [16, 24, 48]})
+    assert cross_field_errors(section) == []
+
+
+def test_encoder_out_vs_decoder_in() -> None:
+    section = model_section("mobilenetv3_small_050", "unet", encoder={"out_channels": [16, 24, 40]})
+    assert cross_field_errors(section) == [
+        "$.model.decoder.params.in_channels: [16, 24, 48] does not match $.model.encoder.out_channels = [16, 24, 40]"
+    ]
+
+
+def test_decoder_out_vs_head_in() -> None:
+    section = model_section("mobilenetv3_small_050", "unet", head={"params": {"in_channels": 32}})
+    assert cross_field_errors(section) == [
+        "$.model.head.params.in_channels: 32 does not match $.model.decoder.params.out_channels = 16"
+    ]
+
+
+def test_head_consumes_the_last_scale() -> None:
+    section = model_section("mobilenetv3_small_050", "unet", decoder={"params": {"out_channels": [8, 16]}})
+    assert cross_field_errors(section) == []
+    section = model_section("mobilenetv3_small_050", "unet", decoder={"params": {"out_channels": [16, 8]}})
+    (error,) = cross_field_errors(section)
+    assert error.startswith("$.model.head.params.in_channels: 16 does not match")
+
+
+def test_channels_given_directly_on_the_component() -> None:
+    section = {
+        "name": "x",
+        "encoder": {"name": "resnet", "params": {"out_channels": [64, 128]}},
+        "decoder": {"name": "fpn", "in_channels": [64, 256], "out_channels": 32},
+        "head": {"name": "h", "in_channels": 32},
+    }
+    assert cross_field_errors(section) == [
+        "$.model.decoder.in_channels: [64, 256] does not match $.model.encoder.params.out_channels = [64, 128]"
+    ]
+
+
+def test_params_win_over_direct_keys() -> None:
+    section = {
+        "name": "x",
+        "decoder": {"name": "u", "out_channels": 99, "params": {"out_channels": 16}},
+        "head": {"name": "h", "params": {"in_channels": 16}},
+    }
+    assert cross_field_errors(section) == []
+
+
+def test_component_overrides_apply_first() -> None:
+    section = model_section("mobilenetv3_small_050", "unet", encoder={"out_channels": [16, 24, 48]})
+    section["decoder"]["params"]["in_channels"] = [1, 2, 3]  # replaced below, so not checked
+    section["component_overrides"] = {
+        "decoder": {"name": "unet", "params": {"in_channels": [16, 24, 40], "out_channels": 16}}
+    }
+    assert cross_field_errors(section) == [
+        "$.model.component_overrides.decoder.params.in_channels: [16, 24, 40] does not match "
+        "$.model.encoder.out_channels = [16, 24, 48]"
+    ]
+    section["component_overrides"]["decoder"]["params"]["in_channels"] = [16, 24, 48]
+    assert cross_field_errors(section) == []
+    section["component_overrides"]["head"] = {"name": "db_head", "params": {"in_channels": 8}}
+    assert cross_field_errors(section) == [
+        "$.model.component_overrides.head.params.in_channels: 8 does not match "
+        "$.model.component_overrides.decoder.params.out_channels = 16"
+    ]
+
+
+def test_backbone_neck_head_chain() -> None:
+    section = {
+        "name": "x",
+        "backbone": {"name": "r", "out_channels": [64, 128]},
+        "neck": {"name": "fpn", "in_channels": [64, 128], "out_channels": 256},
+        "head": {"name": "h", "in_channels": 128},
+    }
+    assert cross_field_errors(section, base="$.cfg.model") == [
+        "$.cfg.model.head.in_channels: 128 does not match $.cfg.model.neck.out_channels = 256"
+    ]
+
+
+def _without(path: str) -> dict[str, Any]:
+    section = _valid()
+    *heads, last = path.split(".")
+    node = section
+    for head in heads:
+        node = node[head]
+    del node[last]
+    return section
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        _without("head.params.in_channels"),
+        _without("decoder.params.out_channels"),
+        {"name": "x", "encoder": {"name": "e", "out_channels": 3}},
+        {"name": "x", "decoder": {"name": "d", "in_channels": 3}},
+        {"name": "x", "encoder": "resnet18", "decoder": {"in_channels": 3}},
+        {"name": "x", "encoder": {"out_channels": 3}, "decoder": None},
+        {"name": "x", "component_overrides": "not a mapping", "encoder": {"out_channels": 3}},
+        [],
+        None,
+        "dbnet",
+    ],
+)
+def test_no_cross_field_error_when_one_side_is_missing(section: Any) -> None:
+    assert cross_field_errors(section) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(json_values)
+def test_cross_field_errors_never_crash(section: Any) -> None:
+    for error in cross_field_errors(section):
+        assert error.startswith("$.model.")
+
+
+# ---------------------------------------------------------------------- the family's plugin (its hook)
+
+
+def test_the_plugin_reports_the_wiring_first_as_the_gate_did() -> None:
+    """The head that contradicts the decoder is reported once, in the wiring's words (the demo's bad_config)."""
+    section = model_section("resnet18_tiny", "unet", head={"params": {"in_channels": 64}})
+    assert pytest_ckptgate_validate_config(model_config=section, checkpoint=None) == [
+        "$.model.head.params.in_channels: 64 does not match $.model.decoder.params.out_channels = 32"
+    ]
+
+
+def test_the_plugin_then_applies_what_only_the_family_knows() -> None:
+    section = model_section("mobilenetv3_small_050", "unet", decoder={"params": {"in_channels": [16, 24, 40]}})
+    assert cross_field_errors(section) == []  # no encoder out_channels in the config: nothing to compare
+    assert pytest_ckptgate_validate_config(model_config=section, checkpoint=None) == [
+        "$.model.decoder.params.in_channels: [16, 24, 40] does not match the output channels [16, 24, 48] "
+        "of encoder 'mobilenetv3_small_050'"
+    ]
+    for encoder, decoder in COMBOS:
+        assert pytest_ckptgate_validate_config(model_config=model_section(encoder, decoder), checkpoint=None) == []

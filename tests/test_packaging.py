@@ -42,3 +42,13 @@ def test_every_data_file_of_the_plugin_is_shipped() -> None:
     assert "schemas/model_config.schema.json" in data  # the files were found
     missing = [name for name in data if not any(fnmatch(name, pattern) for pattern in patterns)]
     assert missing == [], f"add these to [tool.setuptools.package-data] ckptgate in pyproject.toml: {missing}"
+
+
+def test_the_demo_family_schema_is_not_shipped() -> None:
+    """The demo's schema is the example of a team's own, passed with --ckpt-schema: it stays in the repository."""
+    config = setuptools()
+    demo = REPO / "fixtures" / "demo_model.schema.json"
+    assert demo.is_file()
+    shipped = [(REPO / folder).resolve() for folder in config["package-dir"].values()]
+    assert not any(folder in demo.resolve().parents for folder in shipped)
+    assert not any(package.split(".")[0] == "fixtures" for package in config["packages"])

@@ -128,6 +128,7 @@ class _Relay:
         self.pytest_ckptgate_build_model = self._Caller(["a conftest"], build)
         self.pytest_ckptgate_validate_config = self._Caller([], [])
         self.pytest_ckptgate_make_input = self._Caller([], None)
+        self.pytest_ckptgate_forward_kwargs = self._Caller([], [])
 
 
 def test_models_from_a_build_hook_are_never_reused(tmp_path: Path, family: Family) -> None:

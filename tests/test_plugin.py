@@ -7,10 +7,11 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import GPU, model_section, wandb_run
+from conftest import DEMO_SCHEMA, GPU, model_section, wandb_run
 
 CHECKS = ("--pyargs", "ckptgate.checks")
 
@@ -87,13 +88,78 @@ def test_selecting_only_forward_still_fails_when_the_config_is_missing(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_schema_errors_name_the_json_path(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
-    bad = model_section(encoder={"name": "x", "params": {"in_channels": "abc"}})
-    gate_tree("exp/checkpoints/best.ckpt", {"model": bad})
-    result = run(pytester, "--ckpt-device", "cpu")
+@pytest.mark.parametrize(
+    ("options", "encoder", "expected"),
+    [
+        pytest.param(
+            (),
+            {"class_path": "resnet 18", "init_args": {}},
+            "*$.model.encoder.class_path: 'resnet 18' does not match *",
+            id="bundled-schema",
+        ),
+        pytest.param(
+            (f"--ckpt-schema={DEMO_SCHEMA}",),  # one word: a free path in this repository would root the run here
+            {"name": "x", "params": {"in_channels": "abc"}},
+            "*$.model.encoder.params.in_channels: 'abc' is not of type 'integer'*",
+            id="family-schema",
+        ),
+    ],
+)
+def test_schema_errors_name_the_json_path(
+    pytester: pytest.Pytester,
+    gate_tree: Callable[..., Path],
+    options: tuple[str, ...],
+    encoder: dict[str, Any],
+    expected: str,
+) -> None:
+    gate_tree("exp/checkpoints/best.ckpt", {"model": model_section(encoder=encoder)})
+    result = run(pytester, "--ckpt-device", "cpu", *options)
     result.assert_outcomes(passed=1, failed=3)
-    result.stdout.fnmatch_lines(["*$.model.encoder.params.in_channels: 'abc' is not of type 'integer'*"])
+    result.stdout.fnmatch_lines([expected])
     result.stdout.fnmatch_lines(["*test_weights_load*", "*blocked by test_config_schema*"])
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        pytest.param({"width": 4, "depth": 2}, id="plain"),
+        pytest.param({"width": 4, "head": {"in_channels": 64}, "decoder": {"out_channels": 32}}, id="free-keys"),
+    ],
+)
+def test_a_plain_project_is_usable_with_the_bundled_schema(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], bare_lightning_ckpt: Path, section: dict[str, Any]
+) -> None:
+    """No `name`, no `_target_`, no encoder/decoder shape: what any factory builds from is a valid section; the
+    demo family's shape and wiring rules are its own, not the product's. (The checkpoint stores no
+    hyper_parameters: its own would name a `_target_` this sidecar does not.)"""
+    gate_tree("exp/checkpoints/best.ckpt", {"model": section}, source=bare_lightning_ckpt)
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=4)
+
+
+@pytest.mark.parametrize(
+    ("value", "check", "expected"),
+    [
+        pytest.param(
+            "\\${data.width}",  # escaped: the sidecar's model section holds `${data.width}` itself
+            "config_schema",
+            "*$.model.width: '${data.width}' is an interpolation that would be resolved only when the model is built*",
+            id="left-in-the-section",
+        ),
+        pytest.param("${data.width}", "config_present", "*`model.width`*", id="does-not-resolve"),
+    ],
+)
+def test_an_unresolved_interpolation_in_the_model_section_is_refused(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], value: str, check: str, expected: str
+) -> None:
+    """The bundled schema lets any value through; the interpolation is refused by the target check (or when
+    the config is read), with the key it sits at, before anything is built."""
+    gate_tree("exp/checkpoints/best.ckpt", {"model": {"width": value}})
+    result = run(pytester, "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=1 if check == "config_schema" else 0, failed=3 if check == "config_schema" else 4)
+    assert outcomes_by_id(result)[f"test_{check}[exp/checkpoints/best.ckpt]"] == "FAILED"
+    result.stdout.fnmatch_lines([expected])
+    result.stdout.fnmatch_lines([f"*blocked by test_{check}*"])
 
 
 def test_target_outside_the_allowlist_fails_before_anything_is_imported(
@@ -103,7 +169,12 @@ def test_target_outside_the_allowlist_fails_before_anything_is_imported(
     pytester.makepyfile(evilmod=f"open({str(marker)!r}, 'w').close()\nclass Net: pass\n")
     gate_tree("exp/checkpoints/best.ckpt", {"model": model_section(_target_="evilmod.Net")})
     result = run(pytester, "--ckpt-device", "cpu")
-    result.stdout.fnmatch_lines(["*`_target_` 'evilmod.Net' is outside the allowed module prefixes (mymodels)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*`_target_` 'evilmod.Net' is outside the allowed module prefixes (torch.optim, "
+            "torch.optim.lr_scheduler, torch.nn, mymodels)*"
+        ]
+    )
     assert not marker.exists()
 
 
@@ -120,20 +191,31 @@ def test_weights_that_do_not_fit_list_the_keys(pytester: pytest.Pytester, gate_t
     )
 
 
-def test_nan_weights_fail_only_the_forward_check(
+def test_nan_weights_fail_the_weights_check_naming_the_tensors_ema_included(
     pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
 ) -> None:
+    """A diverged run's weights load strictly; an EMA copy beside the model is never touched by a forward pass.
+    Every floating tensor of the state_dict must be finite."""
     import torch
 
     checkpoint = torch.load(lightning_ckpt, weights_only=False)
     checkpoint["state_dict"]["model.body.2.bias"].fill_(float("nan"))
-    diverged = pytester.path / "diverged.ckpt"
-    torch.save(checkpoint, diverged)
-    gate_tree("exp/checkpoints/last.ckpt", {"model": model_section()}, source=diverged)
+    torch.save(checkpoint, pytester.path / "diverged.ckpt")
+    checkpoint = torch.load(lightning_ckpt, weights_only=False)
+    checkpoint["state_dict"]["ema.body.0.weight"] = torch.full((4, 3, 3, 3), float("inf"))
+    torch.save(checkpoint, pytester.path / "ema.ckpt")
+    gate_tree("exp/checkpoints/last.ckpt", {"model": model_section()}, source=pytester.path / "diverged.ckpt")
+    gate_tree("exp/checkpoints/ema.ckpt", {"model": model_section()}, source=pytester.path / "ema.ckpt")
     result = run(pytester, "--ckpt-device", "cpu")
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=4)
     result.stdout.fnmatch_lines(
-        ["*output[[]'logits'[]] has * non-finite values (* NaN, 0 Inf)*diverged or corrupt weights?"]
+        [
+            "*UNUSABLE exp/checkpoints/ema.ckpt",
+            "*weights_load: 1 of 5 floating tensors in the state_dict hold non-finite values (diverged or corrupt "
+            "weights): ema.body.0.weight (108 Inf of 108)",
+            "*UNUSABLE exp/checkpoints/last.ckpt",
+            "*weights_load: 1 of 4 floating tensors * model.body.2.bias (2 NaN of 2)",
+        ]
     )
 
 
@@ -259,6 +341,62 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, gate_tree: Call
     result.stderr.fnmatch_lines(["*schema.json: not valid JSON*"])
 
 
+def test_route_options_are_one_at_a_time_and_the_command_line_replaces_the_ini(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    """gate_tree's ini names a factory: a LightningModule given on the command line replaces it for one run;
+    both given in one place is a usage error, and so is a malformed spec or forward keyword argument."""
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    result = pytester.runpytest(*CHECKS, "--ckpt-lightning-module", "mymodels:Net", "--ckpt-model-factory", "m:b")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-lightning-module and --ckpt-model-factory are both set on the command*"])
+    result = pytester.runpytest(*CHECKS, "--ckpt-lightning-module", "mymodels.Net")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-lightning-module 'mymodels.Net': expected `module:Class`*"])
+    result = pytester.runpytest(*CHECKS, "--ckpt-forward-kwarg", "return-loss=false")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-forward-kwarg 'return-loss=false': the key must be a Python identifier*"])
+    # the command line's LightningModule replaces the ini's factory: the whole state_dict must fit the module
+    # as it is (the factory's route would have matched it under the wrapper's `model.` prefix)
+    result = run(pytester, "--ckpt-lightning-module", "mymodels:Net", "-k", "weights", "--ckpt-device", "cpu")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*weights do not fit the model built by LightningModule mymodels.Net (built as load_from_checkpoint "
+            "does) (no checkpoint prefix): 4 missing, 4 unexpected*"
+        ]
+    )
+
+
+def test_the_verdict_says_how_the_model_was_built_and_which_file_was_passed_over(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    ckpt = gate_tree("run_20251016_101500/checkpoints/best.ckpt")
+    ckpt.with_name("best.config.json").write_text('{"model": ')
+    hydra = pytester.path / "outputs" / "run_20251016_101500" / ".hydra"
+    hydra.mkdir()
+    (hydra / "config.yaml").write_text(json.dumps({"model": model_section()}))
+    result = run(pytester, "--ckpt-device", "cpu", "--junitxml", "out.xml", "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*1 checkpoint(s) checked: 1 usable, 0 unusable",
+            "*NOTE     run_20251016_101500/checkpoints/best.ckpt: passed over a broken sidecar: "
+            "run_20251016_101500/checkpoints/best.config.json: not valid JSON*",
+            "*usable   run_20251016_101500/checkpoints/best.ckpt  (hydra: run_20251016_101500/.hydra/config.yaml; "
+            "built by factory mymodels:build)",
+        ]
+    )
+    properties = {
+        prop.get("name"): prop.get("value")
+        for case in ET.parse(pytester.path / "out.xml").getroot().iter("testcase")
+        if case.get("name", "").startswith("test_weights_load")
+        for prop in case.iter("property")
+    }
+    assert properties["model_route"] == "factory mymodels:build"
+    assert properties["config_skipped"].startswith("passed over a broken sidecar: ")
+
+
 def test_missing_outputs_dir_is_reported_and_empty_one_skips(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "nowhere")
     assert result.ret == pytest.ExitCode.INTERRUPTED
@@ -358,7 +496,7 @@ def test_xdist_gives_the_same_outcomes_as_a_serial_run(
             [
                 "*5 checkpoint(s) checked: 2 usable, 3 unusable",
                 "*UNUSABLE diverged/last.ckpt",
-                "*forward: forward pass on cpu: output*non-finite values*",
+                "*weights_load: 1 of 4 floating tensors in the state_dict hold non-finite values*",
                 "*UNUSABLE noconfig_20251017_215423/checkpoints/best.ckpt",
                 "*config_present: no config found*",
                 "*UNUSABLE wide_20251018_023219/checkpoints/best.ckpt",
@@ -370,7 +508,11 @@ def test_xdist_gives_the_same_outcomes_as_a_serial_run(
 def test_config_checks_import_no_torch_and_open_no_checkpoint(
     pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
 ) -> None:
+    """A checkpoint whose config is a file is never opened by the config checks (a tree of thousands is checked
+    at the speed of its config files); only one without any config file is read, for its own hyper_parameters."""
     mixed_tree(gate_tree, pytester, lightning_ckpt)
+    missing = pytester.path / "outputs" / "noconfig_20251017_215423" / "checkpoints" / "best.ckpt"
+    missing.rename(pytester.path / "aside.ckpt")
     for ckpt in (pytester.path / "outputs").rglob("*.ckpt"):
         ckpt.chmod(0)  # any attempt to open one would fail the run loudly
     pytester.makeconftest(
@@ -383,7 +525,11 @@ def test_config_checks_import_no_torch_and_open_no_checkpoint(
     )
     result = pytester.runpytest_subprocess(*CHECKS, "-k", "config_present or config_schema", "-s")
     result.stdout.fnmatch_lines(["*TORCH_IMPORTED False*"])
+    result.assert_outcomes(passed=8)
+    (pytester.path / "aside.ckpt").rename(missing)
+    result = pytester.runpytest_subprocess(*CHECKS, "-k", "config_present or config_schema", "-s")
     result.assert_outcomes(passed=8, failed=2)
+    result.stdout.fnmatch_lines(["*no config found for noconfig_*", "*the checkpoint's hyper_parameters (none stored)"])
 
 
 def test_runs_against_another_project_with_its_own_model_package(pytester: pytest.Pytester) -> None:
@@ -415,12 +561,12 @@ def test_runs_against_another_project_with_its_own_model_package(pytester: pytes
 
 
 def test_a_non_utf8_checkpoint_name_is_checked_with_a_printable_id(
-    pytester: pytest.Pytester, gate_tree: Callable[..., Path], lightning_ckpt: Path
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], bare_lightning_ckpt: Path
 ) -> None:
     gate_tree("good/best.ckpt", {"model": model_section()})
     run_dir = os.path.join(os.fsencode(pytester.path / "outputs"), b"run\xff_20251017_215423")
     os.makedirs(run_dir)
-    with open(lightning_ckpt, "rb") as source, open(os.path.join(run_dir, b"best.ckpt"), "wb") as target:
+    with open(bare_lightning_ckpt, "rb") as source, open(os.path.join(run_dir, b"best.ckpt"), "wb") as target:
         target.write(source.read())
     result = run(pytester, "--ckpt-device", "cpu", "--junitxml", "out.xml")
     result.assert_outcomes(passed=4, failed=4)
@@ -462,6 +608,30 @@ def test_fix_writes_a_proven_sidecar_and_the_same_session_tests_it(
     import hashlib
 
     assert written["_provenance"]["source"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_fix_finds_the_wandb_run_hydra_keeps_in_the_run_folder(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    """Hydra changes into the run folder, so wandb writes `outputs/<run>/wandb`: no timestamp to match (the
+    folder's name has none), no wandb/ at the root; the run lies in the checkpoint's run folder."""
+    ckpt = gate_tree("ocr_training/checkpoints/best.ckpt")
+    run_folder = pytester.path / "outputs" / "ocr_training"
+    wandb_run(run_folder, "offline-run-20251017_215424-j8v6ba0v", {"model": model_section()})
+    wandb_run(pytester.path / "outputs" / "other_run", "run-20251017_215424-other000", {"model": model_section()})
+    result = run(pytester, "--fix", "--ckpt-device", "cpu")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "*written: wrote best.config.json from wandb offline-run-20251017_215424-j8v6ba0v (files/config.yaml) "
+            "(inside the run folder)"
+        ]
+    )
+    written = json.loads(ckpt.with_name("best.config.json").read_text())
+    assert written["_provenance"]["matched_by"] == (
+        "inside the run folder: it lies in the checkpoint's run folder "
+        "(wandb/offline-run-20251017_215424-j8v6ba0v/files/config.yaml)"
+    )
 
 
 def test_fix_dry_run_writes_nothing_and_the_failure_says_what_fix_would_do(

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from ckptgate import __version__, configs
+from ckptgate.configs import AmbiguousConfig
 from ckptgate.gate import Gate
 from ckptgate.recovery import RecoverySettings, default_wandb_dir, recover
 from ckptgate.recovery.evidence import Source, Tier
 from ckptgate.recovery.recover import gather_sources, missing_configs, recover_one
-from ckptgate.recovery.verify import Verifier
 from test_recovery_verify import Family, family_fixture, section
 
 family = pytest.fixture(family_fixture, name="family")
@@ -82,7 +82,8 @@ class Tree:
         return self.family.gate(self.outputs, **settings)
 
     def settings(self, **kwargs: Any) -> RecoverySettings:
-        return RecoverySettings(wandb_dir=default_wandb_dir(self.outputs, self.family.root), **kwargs)
+        found = default_wandb_dir(self.outputs, self.family.root)
+        return RecoverySettings(wandb_dirs=(found,) if found else (), **kwargs)
 
     def recover(self, gate: Gate | None = None, **kwargs: Any) -> list[Any]:
         return recover(gate or self.gate(), self.settings(**kwargs))
@@ -90,7 +91,7 @@ class Tree:
     def recover_one(self, relpath: str = BEST, gate: Gate | None = None, **kwargs: Any) -> Any:
         gate = gate or self.gate()
         ckpt = gate.discovery().by_relpath()[relpath]
-        return recover_one(gate, ckpt, gather_sources(self.outputs, self.wandb), self.settings(**kwargs))
+        return recover_one(gate, ckpt, gather_sources(self.outputs, (self.wandb,)), self.settings(**kwargs))
 
     def sidecar(self, relpath: str = BEST) -> Path:
         return (self.outputs / relpath).with_name(Path(relpath).name.removesuffix(".ckpt") + ".config.json")
@@ -217,61 +218,52 @@ def test_a_hydra_folder_naming_the_run_folder_recovers_it(tree: Tree) -> None:
     assert document["_provenance"]["source"]["run_id"] is None
 
 
-def test_a_real_lightning_checkpoint_recovers_from_its_own_hyper_parameters(tree: Tree, lightning_ckpt: Path) -> None:
-    """Lightning's save_hyperparameters(DictConfig) + save_checkpoint: the strongest evidence there is."""
+def test_a_checkpoint_that_stores_its_hyper_parameters_has_a_config_and_is_left_alone(
+    tree: Tree, lightning_ckpt: Path
+) -> None:
+    """Lightning's save_hyperparameters(DictConfig): the config is in the file, where load_from_checkpoint reads
+    it; there is nothing to recover, even beside a wandb run that would load the weights too."""
     path = tree.outputs / BEST
     path.parent.mkdir(parents=True)
     shutil.copyfile(lightning_ckpt, path)
+    tree.run(started_at="2025-10-17T12:54:24Z")
     before = snapshot(tree.root)
     gate = tree.gate(target_allow=("mymodels",))  # the stored `_target_` is informational: the factory builds
-    [trace] = tree.recover(gate)
-    assert trace.outcome == "written", trace.reason
-    stored = "hyper_parameters stored in the checkpoint"
-    assert trace.reason == f"wrote best.config.json from {stored} (stored in the checkpoint)"
-    written_only(before, snapshot(tree.root), f"outputs/{RUN}/checkpoints/best.config.json")
-    document = json.loads(tree.sidecar().read_text())
-    assert document["model"] == {"_target_": "mymodels.Net", "name": "net", "width": 4}
-    assert document["_provenance"]["source"] == {
-        "kind": "checkpoint",
-        "file": "best.ckpt",
-        "run_id": None,
-        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-    }
-    assert document["_provenance"]["matched_by"].startswith("stored in the checkpoint: saved by Lightning")
-    fresh = tree.gate(target_allow=("mymodels",))
-    ckpt = fresh.discovery().by_relpath()[BEST]
-    assert fresh.validated(ckpt).resolved.kind == "sidecar"
-    assert fresh.loaded(ckpt).report.prefix == "model."
+    assert tree.recover(gate) == []
+    assert snapshot(tree.root) == before
+    ckpt = gate.discovery().by_relpath()[BEST]
+    assert gate.config(ckpt).kind == "checkpoint"
+    assert gate.validated(ckpt).model == {"_target_": "mymodels.Net", "name": "net", "width": 4}
+    assert gate.loaded(ckpt).report.prefix == "model."
 
 
 # ---------------------------------------------------------------------------------- evidence strength
 
 
-def test_stored_hyper_parameters_win_over_a_proven_wandb_run_with_another_config(tree: Tree) -> None:
-    path = tree.checkpoint(hparams={"model": section(note="stored")})
-    tree.run(model=section(note="wandb"), started_at="2025-10-17T12:54:24Z")
+def test_a_checkpoint_whose_run_logs_disagree_is_recovered_by_its_weights(tree: Tree) -> None:
+    """Two trainings logged into one run folder, checkpoints without hyperparameters: only the weights tell
+    which log is whose. The checks call it ambiguous; --fix proves each log and writes the one that fits."""
+    tree.checkpoint()
+    logs = tree.outputs / RUN / "lightning_logs"
+    for version, model in ((0, section()), (1, section(variant="b"))):
+        (logs / f"version_{version}").mkdir(parents=True)
+        (logs / f"version_{version}" / "config.yaml").write_text(yaml.safe_dump({"trainer": {}, "model": model}))
     gate = tree.gate()
-    trace = tree.recover_one(gate=gate)
-    assert trace.outcome == "written"
-    assert [a.candidate.tier for a in trace.attempts] == [Tier.CHECKPOINT]
-    assert trace.skipped == 1  # the weaker candidate is not even tried
-    assert any("1 weaker candidate(s) not tried" in line for line in trace.lines())
-    document = json.loads(tree.sidecar().read_text())
-    assert document["model"]["note"] == "stored"
-    assert document["_provenance"]["source"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    # the weaker one would have been proven too: only the tier decided
     ckpt = gate.discovery().by_relpath()[BEST]
-    [wandb] = [c for c in tree_candidates(tree, gate, ckpt) if c.tier is Tier.TIMESTAMP]
-    checkpoint, state_dict, device = gate.read(ckpt)
-    assert Verifier(gate, ckpt, checkpoint, state_dict, device).attempt(wandb).verified
-
-
-def tree_candidates(tree: Tree, gate: Gate, ckpt: Any) -> list[Any]:
-    from ckptgate.recovery import matching, stored_hparams
-
-    checkpoint, _, _ = gate.read(ckpt)
-    own = stored_hparams.source(ckpt, checkpoint)
-    return matching.rank(ckpt, [own, *gather_sources(tree.outputs, tree.wandb)])
+    with pytest.raises(AmbiguousConfig, match="2 run logs could be the config"):
+        gate.find_config(ckpt)
+    [trace] = tree.recover()
+    assert trace.outcome == "written", trace.reason
+    assert [(a.candidate.tier, a.verified) for a in trace.attempts] == [
+        (Tier.IN_RUN_FOLDER, False),
+        (Tier.IN_RUN_FOLDER, True),
+    ] or [(a.candidate.tier, a.verified) for a in trace.attempts] == [
+        (Tier.IN_RUN_FOLDER, True),
+        (Tier.IN_RUN_FOLDER, False),
+    ]
+    chosen = json.loads(tree.sidecar().read_text())
+    assert chosen["model"] == section() and chosen["_provenance"]["source"]["kind"] == "cli"
+    assert "lightning_logs/version_0/config.yaml" in chosen["_provenance"]["source"]["file"]
 
 
 def test_a_run_naming_the_folder_wins_over_one_that_started_with_it(tree: Tree) -> None:
@@ -288,15 +280,16 @@ def test_a_run_naming_the_folder_wins_over_one_that_started_with_it(tree: Tree) 
 
 
 def test_a_stronger_candidate_that_does_not_fit_gives_way_to_a_weaker_one_that_does(tree: Tree) -> None:
-    tree.checkpoint(hparams={"model": section(variant="b")})  # stored hparams that do not describe these weights
+    tree.checkpoint()
+    tree.run("run-20251020_100000-named000", section(variant="b"), args=[f"out_dir=outputs/{RUN}"])  # not these weights
     tree.run(started_at="2025-10-17T12:54:24Z")
     [trace] = tree.recover()
     assert trace.outcome == "written"
     assert [(a.candidate.tier, a.verified) for a in trace.attempts] == [
-        (Tier.CHECKPOINT, False),
+        (Tier.NAMES_FOLDER, False),
         (Tier.TIMESTAMP, True),
     ]
-    assert json.loads(tree.sidecar().read_text())["_provenance"]["source"]["kind"] == "wandb"
+    assert json.loads(tree.sidecar().read_text())["_provenance"]["source"]["run_id"] == "j8v6ba0v"
 
 
 def test_equally_strong_candidates_that_agree_are_not_ambiguous(tree: Tree) -> None:
@@ -338,9 +331,9 @@ def test_no_candidate_at_all_is_unrecoverable_with_the_nearest_run(tree: Tree) -
     assert trace.outcome == "unrecoverable"
     assert trace.attempts == []
     assert trace.reason == (
-        "no stored hyper_parameters, and no wandb run or Hydra folder names its run folder or started within "
-        "120 s of 2025-10-17 21:54:23 (the nearest, wandb run-20251019_215423-twodays0 (files/config.yaml), "
-        "started 2 d after the folder's timestamp)"
+        "no stored hyper_parameters, and no wandb run, Hydra or LightningCLI folder holds or names its run folder "
+        "or started within 120 s of 2025-10-17 21:54:23 (the nearest, wandb run-20251019_215423-twodays0 "
+        "(files/config.yaml), started 2 d after the folder's timestamp)"
     )
     assert snapshot(tree.root) == before
 
@@ -353,7 +346,7 @@ def test_a_folder_without_a_timestamp_says_so(tree: Tree) -> None:
     [trace] = tree.recover()
     assert trace.outcome == "unrecoverable"
     assert trace.reason == (
-        "no stored hyper_parameters, and no wandb run or Hydra folder names its run folder "
+        "no stored hyper_parameters, and no wandb run, Hydra or LightningCLI folder holds or names its run folder "
         "(and its folder name has no timestamp to match runs by)"
     )
     assert snapshot(tree.root) == before
@@ -437,10 +430,15 @@ def test_a_read_only_folder_is_unwritable(tree: Tree) -> None:
 
 
 def test_a_config_json_cannot_hold_is_unwritable_not_a_crash(tree: Tree) -> None:
-    """Stored hyper_parameters may hold bytes or sets (the loader admits them); verified, then refused by JSON."""
-    tree.checkpoint(hparams={"model": section(blob=b"\x00\x01")})
+    """A source whose config holds bytes (a reader of another format may give them): verified, then refused by
+    JSON; nothing half-written."""
+    tree.checkpoint()
+    config_yaml = tree.run()
+    blob = {"model": section(), "preprocessing": {"blob": b"\x00\x01"}}
+    source = Source(kind="wandb", label="a run", path=config_yaml, config=blob, started_local=STAMP)
+    gate = tree.gate()
     before = snapshot(tree.root)
-    [trace] = tree.recover()
+    trace = recover_one(gate, gate.discovery().by_relpath()[BEST], [source], tree.settings())
     assert trace.outcome == "unwritable"
     assert "cannot write best.config.json: the config is not JSON data" in trace.reason
     assert snapshot(tree.root) == before

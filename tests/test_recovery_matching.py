@@ -49,11 +49,12 @@ def source(
     utc: datetime | None = None,
     text: str = "",
     kind: str = "wandb",
+    path: Path | None = None,
 ) -> Source:
     return Source(
         kind=kind,
         label=label,
-        path=Path("/data/wandb") / label / "config.yaml",
+        path=path or Path("/data/wandb") / label / "config.yaml",
         config={"model": {"name": "net"}},
         started_local=local,
         started_utc=utc,
@@ -300,11 +301,17 @@ def test_non_ascii_folder_names_are_found() -> None:
 # -------------------------------------------------------------------------------------- ranking
 
 
-def test_stored_hyperparameters_are_the_strongest_tier() -> None:
-    own = source("hyper_parameters stored in the checkpoint", kind="checkpoint")  # no time, no text
-    found = matching.match(record(stamp=None), own)
-    assert found is not None and found.tier is Tier.CHECKPOINT
-    assert min(Tier) is Tier.CHECKPOINT
+def test_a_run_kept_inside_the_checkpoints_run_folder_is_the_strongest_tier() -> None:
+    """Hydra runs in its run folder, so wandb writes ``outputs/<run>/wandb``: no time, no text needed."""
+    ckpt = record(stamp=None)
+    inside = source("wandb inside", path=ckpt.run_dir / "wandb" / "offline-run-x" / "files" / "config.yaml")
+    found = matching.match(ckpt, inside)
+    assert found is not None and found.tier is Tier.IN_RUN_FOLDER
+    assert found.detail == "it lies in the checkpoint's run folder (wandb/offline-run-x/files/config.yaml)"
+    assert min(Tier) is Tier.IN_RUN_FOLDER
+    # a checkpoint at the top of the outputs dir has no run folder of its own: everything lies "inside" it
+    top = record(".", stamp=None)
+    assert matching.match(top, source("wandb at the top", path=OUTPUTS / "wandb" / "r" / "config.yaml")) is None
 
 
 def test_rank_orders_by_tier_then_distance_then_label() -> None:
@@ -316,12 +323,12 @@ def test_rank_orders_by_tier_then_distance_then_label() -> None:
         source("x time 1 s", local=STAMP - timedelta(seconds=1)),
         source("b time 1 s", local=STAMP + timedelta(seconds=1)),
         source("w names", text=f"outputs/{RUN}", local=STAMP + timedelta(days=1)),
-        source("v stored", kind="checkpoint"),
+        source("v inside", path=OUTPUTS / RUN / "wandb" / "v" / "config.yaml"),
         source("u unrelated", local=STAMP + timedelta(hours=1, minutes=30), text="pan_decoder"),
     ]
     ranked = matching.rank(ckpt, sources, offsets={9 * 3600})
     assert [c.source.label for c in ranked] == [
-        "v stored",
+        "v inside",
         "w names",
         "b time 1 s",
         "x time 1 s",
@@ -329,7 +336,7 @@ def test_rank_orders_by_tier_then_distance_then_label() -> None:
         "z offset exact",
     ]
     assert [c.tier for c in ranked] == [
-        Tier.CHECKPOINT,
+        Tier.IN_RUN_FOLDER,
         Tier.NAMES_FOLDER,
         Tier.TIMESTAMP,
         Tier.TIMESTAMP,

@@ -263,7 +263,7 @@ def test_a_config_without_a_model_section_is_rejected_without_building(family: F
 
 
 def test_schema_problems_reject_before_building(family: Family, outputs: Path) -> None:
-    bad = {"model": {"name": "", "width": 4, "decoder": "not-a-section"}}
+    bad = {"model": {"name": "", "width": 4, "decoder": {"class_path": "not a class"}, "head": {"class_path": 3}}}
     attempt = verifier(family.gate(outputs), record(outputs, RELPATH)).attempt(
         candidate(wandb_source("wandb run-a", bad))
     )

@@ -1,4 +1,10 @@
-"""ckptgate.schema and the bundled JSON Schema: is a model section well-formed, and where is it not?"""
+"""ckptgate.schema, the bundled JSON Schema and the demo family's own: is a model section well-formed, and where
+is it not?
+
+The bundled schema demands only what any buildable section has (a mapping; every ``_target_``/``class_path``
+a dotted import path); the demo family's shape is its own schema (``fixtures/demo_model.schema.json``), passed
+with ``--ckpt-schema`` as a team passes theirs. The demo family's cross-field rules are tested with the family
+(``tests/test_demo_models.py``)."""
 
 from __future__ import annotations
 
@@ -9,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ckptgate.schema import BUNDLED_SCHEMA, SchemaChecker, SchemaFileError, cross_field_errors, load_schema
+from ckptgate.schema import BUNDLED_SCHEMA, SchemaChecker, SchemaFileError, load_schema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema.validators import Draft202012Validator
 
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "plugins" / "ckptgate" / "schemas" / BUNDLED_SCHEMA
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_FILE = REPO / "plugins" / "ckptgate" / "schemas" / BUNDLED_SCHEMA
+DEMO_SCHEMA = REPO / "fixtures" / "demo_model.schema.json"
+TARGET_PATTERN = "'^[A-Za-z_][A-Za-z0-9_]*(\\\\.[A-Za-z_][A-Za-z0-9_]*)+$'"  # as jsonschema's message spells it
 
 VALID: dict[str, Any] = {
     "_target_": "fixtures.demo_models.DBNetLike",
@@ -30,7 +39,14 @@ VALID: dict[str, Any] = {
 
 @pytest.fixture(scope="module")
 def checker() -> SchemaChecker:
+    """The bundled schema."""
     return SchemaChecker()
+
+
+@pytest.fixture(scope="module")
+def demo_checker() -> SchemaChecker:
+    """The demo family's own schema, as ``--ckpt-schema fixtures/demo_model.schema.json`` loads it."""
+    return SchemaChecker(DEMO_SCHEMA)
 
 
 def changed(path: str, value: Any) -> dict[str, Any]:
@@ -54,10 +70,114 @@ def test_bundled_schema_is_a_valid_json_schema() -> None:
     schema = json.loads(SCHEMA_FILE.read_text("utf-8"))
     Draft202012Validator.check_schema(schema)
     assert load_schema(None) == schema  # what the package ships is this file
+    assert schema["$id"].endswith("/model_config.schema.json")
+    assert "description" in schema and "description" in schema["$defs"]["target"]
 
 
-def test_realistic_section_is_accepted(checker: SchemaChecker) -> None:
-    assert checker.errors(VALID) == []
+@pytest.mark.parametrize(
+    "section",
+    [
+        pytest.param({"channels": 4, "depth": 2}, id="plain-flat"),  # the issue's plain project
+        pytest.param({}, id="empty"),  # a LightningModule without arguments builds from it
+        pytest.param({"class_path": "mypkg.models.Net", "init_args": {"channels": 4, "depth": 2}}, id="lightning-cli"),
+        pytest.param(
+            {
+                "class_path": "mypkg.models.Net",
+                "init_args": {"backbone": {"class_path": "torchvision.models.resnet18", "init_args": {}}},
+            },
+            id="lightning-cli-nested",
+        ),
+        pytest.param({"_target_": "mypkg.Net"}, id="hydra"),
+        pytest.param(VALID, id="demo-family"),
+        pytest.param({"name": "   ", "encoder": "resnet18", "decoder": {"params": {"in_channels": "abc"}}}, id="free"),
+        pytest.param({"head": {"in_channels": 64}, "decoder": {"out_channels": 32}}, id="wiring-is-a-family-rule"),
+        pytest.param({"layers": [{"_target_": "torch.nn.Linear", "in_features": 4}, 3, "x", None]}, id="list"),
+        pytest.param({"odd key": {"anything": [1, "two"]}, "target": "not checked", "classpath": 7}, id="other-keys"),
+    ],
+)
+def test_any_buildable_section_is_accepted(checker: SchemaChecker, section: dict[str, Any]) -> None:
+    assert checker.errors(section) == []
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ([], ["$.model: [] is not of type 'object'"]),
+        ("dbnet", ["$.model: 'dbnet' is not of type 'object'"]),
+        (None, ["$.model: None is not of type 'object'"]),
+        (changed("_target_", "os system;"), [f"$.model._target_: 'os system;' does not match {TARGET_PATTERN}"]),
+        ({"_target_": "Net"}, [f"$.model._target_: 'Net' does not match {TARGET_PATTERN}"]),  # no module to import
+        ({"_target_": 7}, ["$.model._target_: 7 is not of type 'string'"]),
+        ({"_target_": {"_target_": "a.b"}}, ["$.model._target_: {'_target_': 'a.b'} is not of type 'string'"]),
+        ({"class_path": "Net", "init_args": {}}, [f"$.model.class_path: 'Net' does not match {TARGET_PATTERN}"]),
+        ({"class_path": None}, ["$.model.class_path: None is not of type 'string'"]),
+        (
+            {"class_path": "mypkg.Net", "init_args": {"backbone": {"class_path": "resnet 18"}}},
+            [f"$.model.init_args.backbone.class_path: 'resnet 18' does not match {TARGET_PATTERN}"],
+        ),
+        (
+            {"name": "x", "decoder": {"params": {"block": {"_target_": ""}}}},
+            [f"$.model.decoder.params.block._target_: '' does not match {TARGET_PATTERN}"],
+        ),
+        (
+            {"layers": [{"_target_": "torch.nn.Linear"}, {"_target_": ["torch.nn.ReLU"]}]},
+            ["$.model.layers[1]._target_: ['torch.nn.ReLU'] is not of type 'string'"],
+        ),
+        (
+            {"my block": [[{"class_path": "x.y z"}]]},
+            [f"$.model[\"my block\"][0][0].class_path: 'x.y z' does not match {TARGET_PATTERN}"],
+        ),
+    ],
+)
+def test_malformed_targets_are_rejected_with_their_json_path(
+    checker: SchemaChecker, section: Any, expected: list[str]
+) -> None:
+    assert checker.errors(section) == expected
+
+
+def test_bundled_schema_reports_every_malformed_target_in_path_order(checker: SchemaChecker) -> None:
+    section = {"z": {"_target_": "a"}, "_target_": "b", "init_args": [{"class_path": 1}]}
+    assert [e.split(":")[0] for e in checker.errors(section)] == [
+        "$.model._target_",
+        "$.model.init_args[0].class_path",
+        "$.model.z._target_",
+    ]
+    (error,) = checker.errors({"_target_": "b"}, base="$.cfg.model")
+    assert error.startswith("$.cfg.model._target_: 'b' does not match")
+
+
+FREE_KEYS = st.text(max_size=6).filter(lambda key: key not in ("_target_", "class_path"))
+FREE = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(FREE_KEYS, inner, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(FREE_KEYS, FREE, max_size=5))
+def test_a_mapping_that_names_no_target_is_always_accepted(checker: SchemaChecker, section: dict[str, Any]) -> None:
+    assert checker.errors(section) == []
+
+
+# ------------------------------------------------------------------------ the demo family's own schema
+
+
+def test_demo_schema_is_a_valid_json_schema_and_keeps_the_bundled_rule() -> None:
+    schema = json.loads(DEMO_SCHEMA.read_text("utf-8"))
+    Draft202012Validator.check_schema(schema)
+    bundled = json.loads(SCHEMA_FILE.read_text("utf-8"))
+    assert schema["$id"] != bundled["$id"]
+    # a team's schema replaces the bundled one: the demo's keeps its rule, word for word
+    assert schema["$ref"] == bundled["$ref"] == "#/$defs/value"
+    for name in ("target", "value"):
+        assert {k: v for k, v in schema["$defs"][name].items() if k != "description"} == {
+            k: v for k, v in bundled["$defs"][name].items() if k != "description"
+        }
+
+
+def test_realistic_section_is_accepted(demo_checker: SchemaChecker) -> None:
+    assert demo_checker.errors(VALID) == []
 
 
 @pytest.mark.parametrize(
@@ -83,8 +203,8 @@ def test_realistic_section_is_accepted(checker: SchemaChecker) -> None:
         {"name": "x", "unknown_top_level_key": {"anything": [1, "two"]}},
     ],
 )
-def test_other_valid_sections_are_accepted(checker: SchemaChecker, section: dict[str, Any]) -> None:
-    assert checker.errors(section) == []
+def test_other_valid_sections_are_accepted(demo_checker: SchemaChecker, section: dict[str, Any]) -> None:
+    assert demo_checker.errors(section) == []
 
 
 @pytest.mark.parametrize(
@@ -105,8 +225,12 @@ def test_other_valid_sections_are_accepted(checker: SchemaChecker, section: dict
             ["$.model: needs one of `_target_`, `architecture`, `architecture_name`, `name`"],
         ),
         (
+            {"channels": 4, "depth": 2},  # a plain project's section: fine for ckptgate, not for this family
+            ["$.model: needs one of `_target_`, `architecture`, `architecture_name`, `name`"],
+        ),
+        (
             changed("_target_", "os system;"),
-            ["$.model._target_: 'os system;' does not match '^[A-Za-z_][A-Za-z0-9_]*(\\\\.[A-Za-z_][A-Za-z0-9_]*)+$'"],
+            [f"$.model._target_: 'os system;' does not match {TARGET_PATTERN}"],
         ),
         (changed("_target_", "Net"), None),  # not dotted: no module to import it from
         (
@@ -147,23 +271,27 @@ def test_other_valid_sections_are_accepted(checker: SchemaChecker, section: dict
             changed("component_overrides", {"my decoder": {"name": 7}}),
             ["$.model.component_overrides[\"my decoder\"].name: 7 is not of type 'string'"],
         ),
+        (
+            changed("decoder.params.block", {"class_path": "Block"}),  # the bundled rule, at any depth
+            [f"$.model.decoder.params.block.class_path: 'Block' does not match {TARGET_PATTERN}"],
+        ),
     ],
 )
 def test_bad_sections_are_rejected_with_their_json_path(
-    checker: SchemaChecker, section: Any, expected: list[str] | None
+    demo_checker: SchemaChecker, section: Any, expected: list[str] | None
 ) -> None:
-    errors = checker.errors(section)
+    errors = demo_checker.errors(section)
     assert errors, "accepted a bad section"
     if expected is not None:
         assert errors == expected
     assert all(error.startswith("$.model") for error in errors)
 
 
-def test_several_errors_are_all_reported_in_path_order(checker: SchemaChecker) -> None:
+def test_several_errors_are_all_reported_in_path_order(demo_checker: SchemaChecker) -> None:
     section = changed("encoder.pretrained", "yes")
     section["decoder"]["params"]["in_channels"] = 0
     section["head"]["params"]["k"] = -1
-    errors = checker.errors(section)
+    errors = demo_checker.errors(section)
     assert [e.split(":")[0] for e in errors] == [
         "$.model.decoder.params.in_channels",
         "$.model.encoder.pretrained",
@@ -171,14 +299,14 @@ def test_several_errors_are_all_reported_in_path_order(checker: SchemaChecker) -
     ]
 
 
-def test_base_path_is_the_callers(checker: SchemaChecker) -> None:
-    (error,) = checker.errors(changed("encoder.pretrained", 1), base="$.cfg.model")
+def test_base_path_is_the_callers(demo_checker: SchemaChecker) -> None:
+    (error,) = demo_checker.errors(changed("encoder.pretrained", 1), base="$.cfg.model")
     assert error == "$.cfg.model.encoder.pretrained: 1 is not of type 'boolean'"
 
 
 KEYS = st.sampled_from(
-    ["_target_", "name", "architecture_name", "encoder", "decoder", "head", "params", "in_channels", "k",
-     "out_channels", "pretrained", "component_overrides", "model_name", "odd key"]
+    ["_target_", "class_path", "init_args", "name", "architecture_name", "encoder", "decoder", "head", "params",
+     "in_channels", "k", "out_channels", "pretrained", "component_overrides", "model_name", "odd key"]
 )  # fmt: skip
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -190,8 +318,10 @@ PATH = re.compile(r'^\$\.model(\.[A-Za-z_]\w*|\[\d+\]|\["(?:[^"\\]|\\.)*"\])*: '
 
 @settings(max_examples=150, deadline=None)
 @given(VALUES)
-def test_every_message_starts_with_a_json_path(checker: SchemaChecker, section: Any) -> None:
-    for error in checker.errors(section):
+def test_every_message_starts_with_a_json_path(
+    checker: SchemaChecker, demo_checker: SchemaChecker, section: Any
+) -> None:
+    for error in checker.errors(section) + demo_checker.errors(section):
         assert PATH.match(error), error
 
 
@@ -259,111 +389,3 @@ def test_invalid_json_names_the_line(tmp_path: Path) -> None:
     path.write_text('{\n  "type": "object",\n  "properties": {,}\n}\n')
     with pytest.raises(SchemaFileError, match=r"not valid JSON: .* at line 3$"):
         load_schema(path)
-
-
-# -------------------------------------------------------------------------------------- cross fields
-
-
-def test_consistent_channels_have_no_cross_field_errors() -> None:
-    assert cross_field_errors(VALID) == []
-    section = changed("encoder.out_channels", [16, 24, 48])
-    assert cross_field_errors(section) == []
-
-
-def test_encoder_out_vs_decoder_in() -> None:
-    section = changed("encoder.out_channels", [16, 24, 40])
-    assert cross_field_errors(section) == [
-        "$.model.decoder.params.in_channels: [16, 24, 48] does not match $.model.encoder.out_channels = [16, 24, 40]"
-    ]
-
-
-def test_decoder_out_vs_head_in() -> None:
-    section = changed("head.params.in_channels", 32)
-    assert cross_field_errors(section) == [
-        "$.model.head.params.in_channels: 32 does not match $.model.decoder.params.out_channels = 16"
-    ]
-
-
-def test_head_consumes_the_last_scale() -> None:
-    section = changed("decoder.params.out_channels", [8, 16])
-    assert cross_field_errors(section) == []
-    section = changed("decoder.params.out_channels", [16, 8])
-    (error,) = cross_field_errors(section)
-    assert error.startswith("$.model.head.params.in_channels: 16 does not match")
-
-
-def test_channels_given_directly_on_the_component() -> None:
-    section = {
-        "name": "x",
-        "encoder": {"name": "resnet", "params": {"out_channels": [64, 128]}},
-        "decoder": {"name": "fpn", "in_channels": [64, 256], "out_channels": 32},
-        "head": {"name": "h", "in_channels": 32},
-    }
-    assert cross_field_errors(section) == [
-        "$.model.decoder.in_channels: [64, 256] does not match $.model.encoder.params.out_channels = [64, 128]"
-    ]
-
-
-def test_params_win_over_direct_keys() -> None:
-    section = {
-        "name": "x",
-        "decoder": {"name": "u", "out_channels": 99, "params": {"out_channels": 16}},
-        "head": {"name": "h", "params": {"in_channels": 16}},
-    }
-    assert cross_field_errors(section) == []
-
-
-def test_component_overrides_apply_first() -> None:
-    section = changed("encoder.out_channels", [16, 24, 48])
-    section["decoder"]["params"]["in_channels"] = [1, 2, 3]  # replaced below, so not checked
-    section["component_overrides"] = {
-        "decoder": {"name": "unet", "params": {"in_channels": [16, 24, 40], "out_channels": 16}}
-    }
-    assert cross_field_errors(section) == [
-        "$.model.component_overrides.decoder.params.in_channels: [16, 24, 40] does not match "
-        "$.model.encoder.out_channels = [16, 24, 48]"
-    ]
-    section["component_overrides"]["decoder"]["params"]["in_channels"] = [16, 24, 48]
-    assert cross_field_errors(section) == []
-    section["component_overrides"]["head"] = {"name": "db_head", "params": {"in_channels": 8}}
-    assert cross_field_errors(section) == [
-        "$.model.component_overrides.head.params.in_channels: 8 does not match "
-        "$.model.component_overrides.decoder.params.out_channels = 16"
-    ]
-
-
-def test_backbone_neck_head_chain() -> None:
-    section = {
-        "name": "x",
-        "backbone": {"name": "r", "out_channels": [64, 128]},
-        "neck": {"name": "fpn", "in_channels": [64, 128], "out_channels": 256},
-        "head": {"name": "h", "in_channels": 128},
-    }
-    assert cross_field_errors(section, base="$.cfg.model") == [
-        "$.cfg.model.head.in_channels: 128 does not match $.cfg.model.neck.out_channels = 256"
-    ]
-
-
-@pytest.mark.parametrize(
-    "section",
-    [
-        changed("head.params.in_channels", ...),
-        changed("decoder.params.out_channels", ...),
-        {"name": "x", "encoder": {"name": "e", "out_channels": 3}},
-        {"name": "x", "decoder": {"name": "d", "in_channels": 3}},
-        {"name": "x", "encoder": "resnet18", "decoder": {"in_channels": 3}},
-        {"name": "x", "encoder": {"out_channels": 3}, "decoder": None},
-        {"name": "x", "component_overrides": "not a mapping", "encoder": {"out_channels": 3}},
-        [],
-        None,
-        "dbnet",
-    ],
-)
-def test_no_error_when_one_side_is_missing(section: Any) -> None:
-    assert cross_field_errors(section) == []
-
-
-@given(VALUES)
-def test_cross_field_errors_never_crash(section: Any) -> None:
-    for error in cross_field_errors(section):
-        assert error.startswith("$.model.")

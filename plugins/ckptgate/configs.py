@@ -1,16 +1,19 @@
 """Find the config that goes with a checkpoint, in the order an inference pipeline would.
 
 Order: sidecars beside the checkpoint (``<stem>.config.json``, ``.config.yaml``, ``.config.yml``,
-``.resolved.config.json``), then the run's Hydra ``.hydra/config.yaml`` (resolved with OmegaConf), then a
-Lightning logger's ``hparams.yaml``. A file that exists but is broken is reported, never skipped: falling
-through to an older source would test a different config than the one the user wrote.
+``.resolved.config.json``), then the run's Hydra ``.hydra/config.yaml`` (resolved with OmegaConf), then the
+run's logs: a Lightning logger's ``hparams.yaml`` and LightningCLI's ``config.yaml`` (``SaveConfigCallback``),
+nearest first. The checkpoint's own ``hyper_parameters`` come last; the gate reads them (this module never
+opens a checkpoint). A broken sidecar is passed over with a note; any other broken file is reported, never
+skipped in favour of an older one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +25,59 @@ from ckptgate.errors import CheckError, first_line
 SIDECAR_SUFFIXES = (".config.json", ".config.yaml", ".config.yml", ".resolved.config.json")
 HYDRA_CONFIG = (".hydra", "config.yaml")
 HPARAMS = "hparams.yaml"
+CLI_CONFIG = "config.yaml"  # LightningCLI's SaveConfigCallback: the whole run config
+LOG_FILES = (("cli", CLI_CONFIG), ("hparams", HPARAMS))  # the whole run config first
 MODEL_KEY = "model"
+KIND_LABELS = {
+    "sidecar": "sidecar",
+    "hydra": "Hydra config",
+    "hparams": "logger's hparams.yaml",
+    "cli": "LightningCLI config.yaml",
+    "checkpoint": "hyper_parameters stored in the checkpoint",
+}
 
 
 class ConfigNotFound(CheckError):
-    """No config anywhere we looked; lists every place."""
+    """No config anywhere we looked; the message lists every place, and what may still recover it."""
+
+    def __init__(self, relpath: str, looked: tuple[str, ...], skipped: tuple[str, ...], hint: str = "") -> None:
+        self.relpath, self.looked, self.skipped = relpath, looked, skipped
+        lines = [
+            f"no config found for {relpath}; " + (hint or "run pytest with --fix to recover it"),
+            "Re-run the same pytest command with --fix to recover it from wandb runs, Hydra folders or run logs, "
+            "each proven by loading the weights; or write "
+            f"{relpath.removesuffix('.ckpt')}.config.json with a `model` section.",
+            f"Looked in {len(looked)} places:",
+            *(f"  {place}" for place in looked),
+            *(f"  skipped {note}" for note in skipped),
+        ]
+        super().__init__("\n".join(lines))
+
+    def with_hint(self, hint: str, *skipped: str) -> ConfigNotFound:
+        return ConfigNotFound(self.relpath, self.looked, self.skipped + skipped, hint)
+
+
+class AmbiguousConfig(CheckError):
+    """Run logs beside a checkpoint disagree, and nothing in the checkpoint says which is its own: only its
+    weights can tell (``--fix`` proves each by a strict load)."""
+
+    def with_hint(self, hint: str) -> AmbiguousConfig:
+        return AmbiguousConfig(f"{self.message}; {hint}")
+
+
+class SeveralConfigs(CheckError):
+    """Several run logs at the same distance from a checkpoint could be its config (trainings into one dirpath)."""
+
+    def __init__(self, found: tuple[ResolvedConfig, ...]) -> None:
+        self.found = found
+        super().__init__(f"{len(found)} run logs could be the config: " + ", ".join(r.where for r in found))
 
 
 @dataclass(frozen=True)
 class Candidate:
     """One place a config may be."""
 
-    kind: str  # "sidecar" | "hydra" | "hparams"
+    kind: str  # "sidecar" | "hydra" | "hparams" | "cli"
     path: Path
 
 
@@ -47,6 +91,7 @@ class ResolvedConfig:
     data: dict[str, Any]  # the whole document, interpolations in the model section resolved
     model_key: str | None  # dotted location of the model section in ``data``; None when there is none
     notes: tuple[str, ...] = field(default=())
+    skipped: tuple[str, ...] = field(default=())  # broken sidecars passed over to reach this one: reported
 
     @property
     def model(self) -> dict[str, Any] | None:
@@ -60,6 +105,11 @@ class ResolvedConfig:
     def describe(self) -> str:
         section = f" ({self.model_key})" if self.model_key and self.model_key != MODEL_KEY else ""
         return f"{self.kind}: {self.where}{section}"
+
+    @property
+    def label(self) -> str:
+        """For messages: ``LightningCLI config.yaml lightning_logs/version_0/config.yaml``."""
+        return f"{KIND_LABELS.get(self.kind, self.kind)} {self.where}"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -81,12 +131,13 @@ def _exists(path: Path) -> bool:
 
 
 def _folder_and_parents(folder: Path, root: Path) -> Iterator[Path]:
-    """A checkpoint's folder and its parents, strictly inside the outputs dir."""
+    """A checkpoint's folder and its parents up to the outputs dir itself (it may be one run's folder: pointing
+    ``--ckpt-outputs`` at a run finds the same configs as pointing at its parent)."""
     try:
         parts = folder.relative_to(root).parts
     except ValueError:
         return
-    for depth in range(len(parts), 0, -1):
+    for depth in range(len(parts), -1, -1):
         yield root.joinpath(*parts[:depth])
 
 
@@ -103,28 +154,28 @@ def candidates(ckpt: CheckpointRecord, root: Path) -> list[Candidate]:
 
 @functools.lru_cache(maxsize=8192)
 def _folder_candidates(folder: Path, root: Path) -> tuple[Candidate, ...]:
-    """The Hydra and hparams places of a folder and its parents (shared by the checkpoints in it)."""
+    """The Hydra and run-log places of a folder and its parents (shared by the checkpoints in it)."""
     ancestors = list(_folder_and_parents(folder, root))
     found = [Candidate("hydra", directory.joinpath(*HYDRA_CONFIG)) for directory in ancestors]
-    return (*found, *(Candidate("hparams", directory / HPARAMS) for directory in ancestors))
+    for directory in ancestors:
+        found += [Candidate(kind, directory / name) for kind, name in LOG_FILES]
+    return tuple(found)
 
 
-def _logger_hparams(ckpt: CheckpointRecord, root: Path) -> list[Path]:
-    """``hparams.yaml`` of loggers inside the run folder (``<run>/lightning_logs/version_N/``), newest first."""
+def _logger_files(ckpt: CheckpointRecord, root: Path) -> list[Candidate]:
+    """Run logs inside the run folder (``<run>/lightning_logs/version_N/``), newest version first: where a
+    checkpoint saved to an explicit ``dirpath`` finds the logs of the training that wrote it."""
     run = ckpt.run_dir
-    if run == root or root not in run.parents:
+    if run != root and root not in run.parents:
         return []
-    found: list[Path] = []
+    found: list[Candidate] = []
     for first in sorted(_names(run)):
         sub = run / first
-        if first.startswith("version_"):
-            if _exists(sub / HPARAMS):
-                found.append(sub / HPARAMS)
-            continue
-        for second in sorted(_names(sub)):
-            if second.startswith("version_") and _exists(sub / second / HPARAMS):
-                found.append(sub / second / HPARAMS)
-    return sorted(found, key=_version_key, reverse=True)
+        inside = [sub / name for name in sorted(_names(sub)) if name.startswith("version_")]
+        versions = [sub] if first.startswith("version_") else inside
+        for version in versions:
+            found += [Candidate(kind, version / name) for kind, name in LOG_FILES if _exists(version / name)]
+    return sorted(found, key=lambda c: (_version_key(c.path), c.kind == "cli"), reverse=True)
 
 
 def source_files(ckpt: CheckpointRecord, root: Path) -> list[Path]:
@@ -133,7 +184,7 @@ def source_files(ckpt: CheckpointRecord, root: Path) -> list[Path]:
     folder, names = ckpt.path.parent, _names(ckpt.path.parent)
     found = [folder / (ckpt.stem + suffix) for suffix in SIDECAR_SUFFIXES if ckpt.stem + suffix in names]
     found += [candidate.path for candidate in _folder_candidates(folder, root) if _exists(candidate.path)]
-    return found + _logger_hparams(ckpt, root)
+    return found + [candidate.path for candidate in _logger_files(ckpt, root)]
 
 
 def display(path: Path, root: Path) -> str:
@@ -222,41 +273,75 @@ def load_config(candidate: Candidate, root: Path) -> ResolvedConfig:
     return ResolvedConfig(candidate.kind, candidate.path, where, data, model_key, notes)
 
 
-def resolve_config(ckpt: CheckpointRecord, root: Path) -> ResolvedConfig:
-    """The first config found for ``ckpt``; raises :class:`ConfigNotFound` listing every place looked."""
+def _log_levels(ckpt: CheckpointRecord, root: Path) -> list[list[Candidate]]:
+    """Run logs by how close they are to the checkpoint: each folder from the checkpoint's up to the outputs
+    dir, then every logger version of the run folder together (several trainings into one ``dirpath``)."""
+    levels: dict[Path, list[Candidate]] = {}
+    for candidate in _folder_candidates(ckpt.path.parent, root):
+        if candidate.kind != "hydra" and _exists(candidate.path):
+            levels.setdefault(candidate.path.parent, []).append(candidate)
+    return [*levels.values(), _logger_files(ckpt, root)]
+
+
+def has_model_section(resolved: ResolvedConfig) -> bool:
+    return resolved.model_key is not None
+
+
+def resolve_config(
+    ckpt: CheckpointRecord, root: Path, usable: Callable[[ResolvedConfig], bool] = has_model_section
+) -> ResolvedConfig:
+    """The config of ``ckpt`` from the files around it, in the order an inference pipeline looks.
+
+    A sidecar that cannot be read is skipped with a note (the next source may hold the config; the note is
+    reported on the checkpoint); a Hydra config that cannot be read fails. Run logs (``hparams.yaml``,
+    LightningCLI's ``config.yaml``) count when ``usable`` says the model can be built from them: the nearest
+    folder with such a file wins, and several at one level raise :class:`SeveralConfigs` for the caller to
+    choose by the checkpoint's own hyperparameters. Raises :class:`ConfigNotFound` listing every place looked.
+    """
     folder, names = ckpt.path.parent, _names(ckpt.path.parent)
+    broken: list[DocumentError] = []
     for suffix in SIDECAR_SUFFIXES:  # the common case first, without a path object per place looked at
         if ckpt.stem + suffix in names:
-            return load_config(Candidate("sidecar", folder / (ckpt.stem + suffix)), root)
+            try:
+                found = load_config(Candidate("sidecar", folder / (ckpt.stem + suffix)), root)
+            except DocumentError as exc:
+                broken.append(exc)
+                continue
+            return with_notes(found, broken)
     places = candidates(ckpt, root)
-    hparams_found: list[Path] = []
     for candidate in places[len(SIDECAR_SUFFIXES) :]:
-        if not _exists(candidate.path):
-            continue
-        if candidate.kind == "hparams":
-            hparams_found.append(candidate.path)
-            continue
-        return load_config(candidate, root)
-    looked = [display(candidate.path, root) for candidate in places]
-    logger_files = _logger_hparams(ckpt, root)
-    if ckpt.run_dir != root and root in ckpt.run_dir.parents:  # where _logger_hparams looks
-        looked.append(f"{display(ckpt.run_dir, root)}/*/version_*/hparams.yaml")
+        if candidate.kind == "hydra" and _exists(candidate.path):
+            return with_notes(load_config(candidate, root), broken)
     skipped: list[str] = []
-    for path in [*hparams_found, *logger_files]:
-        # hparams.yaml is Lightning's log of __init__ arguments, not a config file by intent:
-        # one without a model section is no config, so the search goes on.
-        resolved = load_config(Candidate("hparams", path), root)
-        if resolved.model_key is not None:
-            return resolved
-        skipped.append(f"{resolved.where} (has no `model` section)")
-    sidecar = display(ckpt.path.with_name(ckpt.stem + ".config.json"), root)
-    lines = [
-        f"no config found for {ckpt.relpath}; run pytest with --fix to recover it",
-        "Re-run the same pytest command with --fix (e.g. `pytest checks/ --fix`) to recover it from wandb runs, "
-        "Hydra folders or the checkpoint's hyper_parameters, each proven by loading the weights; or write "
-        f"{sidecar} with a `model` section.",
-        f"Looked in {len(looked)} places:",
-    ]
-    lines += [f"  {place}" for place in looked]
-    lines += [f"  skipped {note}" for note in skipped]
-    raise ConfigNotFound("\n".join(lines))
+    for level in _log_levels(ckpt, root):
+        accepted = []
+        for candidate in level:
+            resolved = load_config(candidate, root)
+            if usable(resolved):
+                accepted.append(resolved)
+            else:
+                skipped.append(f"{resolved.where} ({_why_not(resolved)})")
+        if len(accepted) == 1:
+            return with_notes(accepted[0], broken)
+        if accepted:
+            raise SeveralConfigs(tuple(with_notes(r, broken) for r in accepted))
+    if broken:  # nothing else holds a config: the broken sidecar is the cause
+        raise broken[0]
+    looked = [display(candidate.path, root) for candidate in places]
+    if ckpt.run_dir == root or root in ckpt.run_dir.parents:  # where _logger_files looks
+        looked.append(f"{display(ckpt.run_dir, root)}/*/version_*/{{hparams,config}}.yaml")
+    raise ConfigNotFound(ckpt.relpath, tuple(looked), tuple(skipped))
+
+
+def with_notes(resolved: ResolvedConfig, broken: list[DocumentError]) -> ResolvedConfig:
+    """``resolved``, noting the broken sidecars that were passed over to reach it."""
+    if not broken:
+        return resolved
+    skipped = tuple(f"passed over a broken sidecar: {first_line(exc.message)}" for exc in broken)
+    return dataclasses.replace(resolved, skipped=skipped + resolved.skipped)
+
+
+def _why_not(resolved: ResolvedConfig) -> str:
+    if not resolved.data:
+        return "empty: the module did not call save_hyperparameters"
+    return "no arguments the model can be built from" if resolved.model_key is not None else "has no `model` section"

@@ -12,6 +12,7 @@ replaces every parameter and buffer, so the reused model holds exactly the new c
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 from collections import OrderedDict
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptgate import building, configs, devices, forward, loading, schema, sharding, targets
+from ckptgate import agreement, configs, devices, forward, loading, offline, schema, sharding, stored, targets
 from ckptgate.discovery import CheckpointRecord, Discovery, discover
 from ckptgate.documents import find_unloaded
 from ckptgate.errors import CheckError, describe_exception, first_line
+from ckptgate.routes import BuildContext, Route, Router, Section
+from ckptgate.routes import hook as hook_route
 
 
 class Check(str, enum.Enum):
@@ -71,27 +74,42 @@ class GateSettings:
     device: str = "auto"
     schema_path: Path | None = None
     model_factory: str | None = None
+    lightning_module: str | None = None  # pkg.mod:Class, built as load_from_checkpoint builds it
     input_shape: tuple[int, ...] = forward.DEFAULT_INPUT_SHAPE
+    forward_kwargs: tuple[tuple[str, Any], ...] = ()  # (name, value) pairs passed to every forward call
     trust_pickle: bool = False
     target_allow: tuple[str, ...] = ()
     safe_globals: tuple[str, ...] = ()
+    hparams_ignore: tuple[str, ...] = ()  # more keys that only train the model (see agreement.DEFAULT_IGNORED)
     shard: tuple[int, int] | None = None  # (K, N): only the checkpoints of shard K of N
 
     @property
     def allowed_targets(self) -> tuple[str, ...]:
-        """User prefixes plus the factory's top-level package (its own code is trusted already)."""
-        allowed = list(self.target_allow)
-        if self.model_factory:
-            allowed.append(self.model_factory.split(":")[0].split(".")[0])
+        """The standard constructor namespaces, the user's prefixes, and the packages of the factory and of the
+        LightningModule (their own code is trusted already)."""
+        allowed = [*targets.DEFAULT_ALLOWED, *self.target_allow]
+        for spec in (self.model_factory, self.lightning_module):
+            if spec:
+                allowed.append(spec.split(":")[0].split(".")[0])
         return tuple(dict.fromkeys(allowed))
+
+    @property
+    def ignored_keys(self) -> tuple[str, ...]:
+        return agreement.DEFAULT_IGNORED + self.hparams_ignore
 
 
 @dataclass(frozen=True)
 class ValidConfig:
-    """A config whose model section passed the schema and cross-field checks."""
+    """A config whose model section passed the schema, target and route checks."""
 
     resolved: configs.ResolvedConfig
-    model: dict[str, Any]
+    route: Route
+    section: Section
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """What the model is built from: the model section, or a LightningModule's arguments."""
+        return self.section.args
 
 
 @dataclass
@@ -103,6 +121,7 @@ class LoadedModel:
     report: loading.LoadReport
     how: str  # how the model was built, for messages
     device: Any
+    route: str = ""  # the route that built it ("lightning", "factory", "instantiate", "hook")
 
     def describe(self) -> str:
         ignored = f"; ignored {len(self.report.ignored)} keys outside it" if self.report.ignored else ""
@@ -116,6 +135,7 @@ class _BuiltModel:
 
     model: Any
     how: str
+    route: str
 
 
 _MISSING = object()
@@ -130,16 +150,20 @@ class Gate:
     keep_models: int = 2  # cpu + cuda of the checkpoint under test: memory stays one model deep
     keep_built: int = 1  # built models kept for reuse, per device: the latest model section's
     recovery_notes: dict[str, str] = field(default_factory=dict)  # relpath -> what --fix found
+    router: Router = field(init=False, repr=False)
     _discovery: Discovery | None = field(default=None, repr=False)
     _schema: schema.SchemaChecker | None = field(default=None, repr=False)
     _outcomes: dict[tuple[str, Check, str], Any] = field(default_factory=dict, repr=False)
     _models: OrderedDict[tuple[str, str], LoadedModel] = field(default_factory=OrderedDict, repr=False)
     _built: OrderedDict[tuple[str, str], _BuiltModel] = field(default_factory=OrderedDict, repr=False)
     _problems: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
+    _last_read: tuple[str, Any] | None = field(default=None, repr=False)  # (relpath, what read() returned)
+    _routes_used: dict[str, str] = field(default_factory=dict, repr=False)  # relpath -> how it was built
     builds: int = field(default=0, repr=False)  # models built so far (for tests and benchmarks)
 
     def __post_init__(self) -> None:
         configs.clear_cache()  # folder listings are per session: files change between sessions
+        self.router = Router(self.settings.lightning_module, self.settings.model_factory)
 
     # -- discovery ------------------------------------------------------------------------------------
     def discovery(self) -> Discovery:
@@ -156,6 +180,10 @@ class Gate:
         """The config this process already resolved for ``ckpt`` (for reports), without resolving it."""
         outcome = self._outcomes.get((ckpt.relpath, Check.CONFIG_PRESENT, ""))
         return outcome if isinstance(outcome, configs.ResolvedConfig) else None
+
+    def known_route(self, ckpt: CheckpointRecord) -> str | None:
+        """How this process built the model of ``ckpt`` (``LightningModule pkg.Lit (...)``), if it did."""
+        return self._routes_used.get(ckpt.relpath)
 
     @property
     def schema_checker(self) -> schema.SchemaChecker:
@@ -180,53 +208,135 @@ class Gate:
         return outcome
 
     def config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig:
-        """Stage 1: a config document was found and read."""
+        """Stage 1: a config was found and read (a file around the checkpoint, or its own hyperparameters)."""
 
         def run() -> configs.ResolvedConfig:
             try:
-                return configs.resolve_config(ckpt, self.settings.outputs_dir)
-            except configs.ConfigNotFound as exc:
+                return self.find_config(ckpt)
+            except (configs.ConfigNotFound, configs.AmbiguousConfig) as exc:
                 note = self.recovery_notes.get(ckpt.relpath)
-                if note is None:
-                    raise
-                _, _, details = exc.message.partition("\n")
-                raise configs.ConfigNotFound(f"no config found for {ckpt.relpath}; {note}\n{details}") from None
+                raise exc if note is None else exc.with_hint(note) from None
 
         return self._stage(ckpt, Check.CONFIG_PRESENT, "", run)
 
+    def find_config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig:
+        """The config of ``ckpt``, not remembered (``--fix`` asks which checkpoints have none): the files around
+        it (:func:`ckptgate.configs.resolve_config`), else the hyperparameters stored in it. Among several run
+        logs that could be its config, the one that agrees with the checkpoint's own hyperparameters."""
+        try:
+            return configs.resolve_config(ckpt, self.settings.outputs_dir, usable=self._buildable)
+        except configs.SeveralConfigs as several:
+            return self._choose(ckpt, several.found)
+        except configs.ConfigNotFound as missing:
+            try:
+                stored = self.stored_config(ckpt)
+            except CheckError as exc:
+                raise missing.with_hint(
+                    f"and its own hyper_parameters cannot be read: the file {first_line(exc.message, 160)}"
+                ) from None
+            if stored is None:
+                raise missing.with_hint(
+                    "run pytest with --fix to recover it", "the checkpoint's hyper_parameters (none stored)"
+                ) from None
+            if not self._buildable(stored):
+                raise missing.with_hint(
+                    "run pytest with --fix to recover it",
+                    f"the checkpoint's hyper_parameters ({self._unbuildable_reason(stored)})",
+                ) from None
+            return stored
+
+    def stored_config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig | None:
+        """The checkpoint's own ``hyper_parameters`` as a config (reads the checkpoint, weights-only)."""
+        return stored.stored_config(ckpt, self.read(ckpt)[0])
+
+    def section_of(self, resolved: configs.ResolvedConfig) -> tuple[Route, Section]:
+        """The route that builds from ``resolved``, and what it builds from (``CheckError`` when nothing)."""
+        route = self.router.choose(resolved)
+        return route, route.section(resolved)
+
+    def _buildable(self, resolved: configs.ResolvedConfig) -> bool:
+        """A run log counts as a config when the model can be built from it (not an empty ``hparams.yaml``)."""
+        try:
+            _, section = self.section_of(resolved)
+        except CheckError:
+            return False
+        return bool(section.args or section.class_path)
+
+    def _unbuildable_reason(self, resolved: configs.ResolvedConfig) -> str:
+        try:
+            self.section_of(resolved)
+        except CheckError as exc:
+            return first_line(exc.message)
+        return "no arguments"
+
+    def _definition(self, resolved: configs.ResolvedConfig) -> dict[str, Any]:
+        _, section = self.section_of(resolved)
+        return agreement.definition(section.args, section.class_path, self.settings.ignored_keys)
+
+    def _choose(self, ckpt: CheckpointRecord, found: tuple[configs.ResolvedConfig, ...]) -> configs.ResolvedConfig:
+        """Several trainings logged beside one ``dirpath``: their configs agree, or the checkpoint says which."""
+        definitions = [self._definition(resolved) for resolved in found]
+        if all(definition == definitions[0] for definition in definitions):
+            return found[0]
+        listed = ", ".join(resolved.where for resolved in found)
+        own = self.stored_config(ckpt)
+        if own is None or not self._buildable(own):
+            first = agreement.describe(agreement.differences(definitions[0], definitions[1]), limit=3)
+            raise configs.AmbiguousConfig(
+                f"{len(found)} run logs could be the config of {ckpt.relpath} and they disagree ({found[0].where} vs "
+                f"{found[1].where}: {first}); the checkpoint stores no hyper_parameters that tell which training "
+                f"wrote it. Run pytest with --fix to prove each by the weights, or write {ckpt.stem}.config.json "
+                f"beside it with the right `model` section. Candidates: {listed}"
+            )
+        theirs = self._definition(own)
+        for resolved, definition in zip(found, definitions, strict=True):
+            if not agreement.differences(definition, theirs):
+                note = f"chosen among {len(found)} run logs ({listed}): the one that agrees with the checkpoint"
+                return dataclasses.replace(resolved, notes=(*resolved.notes, note))
+        nearest = agreement.describe(agreement.differences(definitions[0], theirs))
+        raise CheckError(
+            f"none of the {len(found)} run logs beside {ckpt.relpath} agrees with the hyper_parameters stored in "
+            f"it ({found[0].where} vs the checkpoint: {nearest}); they belong to other trainings. Candidates: {listed}"
+        )
+
     def validated(self, ckpt: CheckpointRecord) -> ValidConfig:
-        """Stage 2: the model section exists, fits the schema and the cross-field rules, names safe targets."""
+        """Stage 2: the model section exists, fits the schema, the route's checks (a LightningModule's signature)
+        and the family's rules, and names safe targets."""
 
         def run() -> ValidConfig:
-            resolved = self.config(ckpt)
-            if resolved.model_key is None:
-                keys = ", ".join(map(str, list(resolved.data)[:10])) or "none"
-                raise CheckError(
-                    f"$.model: {resolved.where} has no `model` section (top-level keys: {keys}); inference "
-                    "needs one to rebuild the network"
-                )
-            section = resolved.model
-            assert section is not None
-            errors = self.section_problems(section, f"$.{resolved.model_key}", ckpt)
-            if len(errors) == 1:
-                raise CheckError(f"{resolved.where}: {errors[0]}")
-            if errors:
-                shown = "\n  ".join(errors[:20])
-                more = f"\n  … and {len(errors) - 20} more" if len(errors) > 20 else ""
-                raise CheckError(
-                    f"{resolved.where}: {len(errors)} problems in the model section, first: {errors[0]}\n"
-                    f"  {shown}{more}"
-                )
-            return ValidConfig(resolved, section)
+            return self.validate(self.config(ckpt), ckpt)
 
         return self._stage(ckpt, Check.CONFIG_SCHEMA, "", run)
 
-    def section_problems(self, section: Any, base: str, ckpt: CheckpointRecord) -> list[str]:
-        """Everything wrong with a model section, before anything is imported: unloaded YAML objects,
-        targets outside the allowlist, schema errors, then cross-field and family rules."""
-        errors = self._generic_problems(section, base)
+    def validate(self, resolved: configs.ResolvedConfig, ckpt: CheckpointRecord | None) -> ValidConfig:
+        """``resolved`` checked for building, or ``CheckError`` listing every problem (each with its JSON path)."""
+        route, section = self.section_of(resolved)
+        errors = self.section_problems(section, section.path, ckpt, route)
+        if len(errors) == 1:
+            raise CheckError(f"{resolved.where}: {errors[0]}")
+        if errors:
+            shown = "\n  ".join(errors[:20])
+            more = f"\n  … and {len(errors) - 20} more" if len(errors) > 20 else ""
+            raise CheckError(
+                f"{resolved.where}: {len(errors)} problems in the model section, first: {errors[0]}\n  {shown}{more}"
+            )
+        return ValidConfig(resolved, route, section)
+
+    def section_problems(
+        self, section: Section | dict[str, Any], base: str, ckpt: CheckpointRecord | None, route: Route | None = None
+    ) -> list[str]:
+        """Everything wrong with a model section, before anything is imported: unloaded YAML objects, targets
+        outside the allowlist, schema errors; then the route's own checks and the family's rules."""
+        if not isinstance(section, Section):
+            section = Section(section, base)
+        errors = self._generic_problems(section.args, base)
+        if section.class_path is not None:  # the class a config records, beside its arguments
+            found = targets.Target(section.class_path_at or "$.class_path", section.class_path)
+            errors += targets.name_errors(found, self.settings.allowed_targets)
+        if not errors:
+            errors = (route or self.router.default()).problems(section, self._context(ckpt))
         if not errors:  # a family's rules assume the generic ones hold
-            errors = self._hook_validation(section, ckpt)
+            errors = self._hook_validation(section.args, ckpt)
         return errors
 
     def _generic_problems(self, section: Any, base: str) -> list[str]:
@@ -242,15 +352,13 @@ class Gate:
         errors = [f"{path}: a Python object tag that was not loaded" for path in find_unloaded(section, base)]
         errors += targets.target_errors(section, self.settings.allowed_targets, base=base)
         errors += self.schema_checker.errors(section, base)
-        if not errors:  # cross-field rules assume a well-typed section
-            errors += schema.cross_field_errors(section, base)
         if key is not None:
             if len(self._problems) >= 4096:  # bounded: thousands of distinct sections stay cheap to keep
                 self._problems.clear()
             self._problems[key] = tuple(errors)
         return errors
 
-    def _hook_validation(self, section: dict[str, Any], ckpt: CheckpointRecord) -> list[str]:
+    def _hook_validation(self, section: dict[str, Any], ckpt: CheckpointRecord | None) -> list[str]:
         if self.hook is None:
             return []
         try:
@@ -258,6 +366,9 @@ class Gate:
         except Exception as exc:
             return [f"pytest_ckptgate_validate_config hook raised {describe_exception(exc)}"]
         return [str(message) for result in results for message in (result or [])]
+
+    def _context(self, ckpt: CheckpointRecord | None, obj: Any = None) -> BuildContext:
+        return BuildContext(ckpt, self.settings.rootdir, self.settings.allowed_targets, obj)
 
     def loaded(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> LoadedModel:
         """Stage 3: the model is built and the weights load strictly (on ``device_kind``)."""
@@ -270,7 +381,8 @@ class Gate:
 
         def run() -> bool:
             valid = self.validated(ckpt)
-            self._keep(ckpt, device_kind, self._load(ckpt, valid, device_kind))
+            loaded = self._keep(ckpt, device_kind, self._load(ckpt, valid, device_kind))
+            self._routes_used[ckpt.relpath] = loaded.how
             return True
 
         self._stage(ckpt, check, f"load@{device_kind}", run)
@@ -289,6 +401,8 @@ class Gate:
     def _load(self, ckpt: CheckpointRecord, valid: ValidConfig, device_kind: str) -> LoadedModel:
         if device_kind == "cpu":
             obj, state_dict, device = self.read(ckpt, device_kind)
+            loading.check_finite(state_dict)
+            self.check_agreement(ckpt, valid, obj)
         else:  # read once: the weights the cpu check read (memory-mapped) are copied to the device
             source = self.loaded(ckpt, "cpu")
             obj, state_dict, device = source.checkpoint, loading.state_dict_of(source.checkpoint), None
@@ -296,10 +410,38 @@ class Gate:
                 device = devices.resolve(device_kind)
             except CheckError as exc:
                 raise CheckError(f"{ckpt.relpath} {exc.message}") from None
-        return self.build_loaded(ckpt, valid.model, obj, state_dict, device)
+        return self.build_loaded(ckpt, valid, obj, state_dict, device)
+
+    def check_agreement(self, ckpt: CheckpointRecord, valid: ValidConfig, obj: Any) -> None:
+        """A config found beside the checkpoint must say what the checkpoint itself says about the model."""
+        if valid.resolved.kind == stored.KIND:
+            return
+        own = stored.stored_config(ckpt, obj)
+        if own is None:
+            return
+        try:
+            theirs = valid.route.section(own)
+        except CheckError:  # its hyperparameters are not this route's kind of config: nothing to compare
+            return
+        ignored = self.settings.ignored_keys
+        found = agreement.differences(
+            agreement.definition(valid.section.args, valid.section.class_path, ignored),
+            agreement.definition(theirs.args, theirs.class_path, ignored),
+        )
+        if found:
+            raise CheckError(
+                f"the config contradicts the checkpoint: {valid.resolved.label} and the hyper_parameters stored in "
+                f"the checkpoint differ in {len(found)} key(s) that define the model: {agreement.describe(found)} "
+                f"(config vs checkpoint). It belongs to another training; use the config that trained this "
+                "checkpoint (or list keys that only train it in ckpt_hparams_ignore)"
+            )
 
     def read(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> tuple[Any, Any, Any]:
-        """The checkpoint's object and weights, read weights-only onto the device; errors name the file."""
+        """The checkpoint's object and weights, read weights-only onto the device; errors name the file. The last
+        checkpoint read is kept: its config, its hyperparameters and its weights are asked for one after another."""
+        key = f"{ckpt.relpath}@{device_kind}"
+        if self._last_read is not None and self._last_read[0] == key:
+            return self._last_read[1]
         devices.configure_torch()
         device = devices.resolve(device_kind)
         try:
@@ -309,21 +451,35 @@ class Gate:
                 trust_pickle=self.settings.trust_pickle,
                 extra_safe_globals=self.settings.safe_globals,
             )
-            return obj, loading.state_dict_of(obj), device
+            result = (obj, loading.state_dict_of(obj), device)
         except CheckError as exc:
             raise CheckError(f"{ckpt.relpath} {exc.message}") from None
+        self._last_read = (key, result)
+        return result
 
     def build_loaded(
-        self, ckpt: CheckpointRecord, section: dict[str, Any], obj: Any, state_dict: Any, device: Any
+        self,
+        ckpt: CheckpointRecord,
+        section: ValidConfig | Section | dict[str, Any],
+        obj: Any,
+        state_dict: Any,
+        device: Any,
     ) -> LoadedModel:
         """Build the model a section describes (or reuse the one built for the same section) and load the
         weights into it strictly."""
-        built = self._model_for(section, ckpt, device)
-        report = loading.load_weights(built.model, state_dict, how=f"the model built by {built.how}")
+        if isinstance(section, ValidConfig):
+            route, section = section.route, section.section
+        else:
+            route = self.router.default()
+            section = section if isinstance(section, Section) else Section(section, "$.model")
+        built = self._model_for(route, section, ckpt, obj, device)
+        weights = route.prepare_weights(built.model, obj, state_dict) if built.route == route.name else state_dict
+        whole = built.route == route.name and route.loads_whole_state_dict()
+        report = loading.load_weights(built.model, weights, how=f"the model built by {built.how}", whole=whole)
         built.model.eval()
-        return LoadedModel(built.model, obj, report, built.how, device)
+        return LoadedModel(built.model, obj, report, built.how, device, built.route)
 
-    def _model_for(self, section: dict[str, Any], ckpt: CheckpointRecord, device: Any) -> _BuiltModel:
+    def _model_for(self, route: Route, section: Section, ckpt: CheckpointRecord, obj: Any, device: Any) -> _BuiltModel:
         """The model for a section on a device: the one built last for the same section when there is one.
 
         A reused model is about to receive other weights, so whatever still refers to it as another
@@ -332,8 +488,9 @@ class Gate:
         section, and may build differently for each.
         """
         try:
-            key = (json.dumps(section, sort_keys=True, default=repr), str(device))
-            reusable = not self._build_hook_implemented()
+            text = json.dumps([route.name, section.class_path, section.args], sort_keys=True, default=repr)
+            key = (text, str(device))
+            reusable = route.reusable and not hook_route.implemented(self.hook)
         except (TypeError, ValueError):  # keys that do not sort (1 and "a" side by side): build every time
             key, reusable = ("", str(device)), False
         built = self._built.get(key) if reusable else None
@@ -344,23 +501,24 @@ class Gate:
         same_device = [k for k in self._built if k[1] == key[1]]  # least recently used first
         for old in same_device[: max(0, len(same_device) + 1 - self.keep_built)]:
             self._forget_built(old)  # before building the next: memory stays one model deep
-        model, how = building.build_model(
-            section,
-            ckpt,
-            hook=self.hook,
-            factory=self.settings.model_factory,
-            rootdir=self.settings.rootdir,
-            allowed=self.settings.allowed_targets,
-        )
+        # building never downloads: a model that asks for pretrained weights fails with that reason, offline
+        model, how, by = offline.build_offline(lambda: self._build(route, section, ckpt, obj))
         self.builds += 1
         try:
             model = model.to(device)
         except Exception as exc:
             raise CheckError(f"moving the model to {device} failed: {describe_exception(exc)}") from None
-        built = _BuiltModel(model, how)
+        built = _BuiltModel(model, how, by)
         if reusable and self.keep_built > 0:
             self._built[key] = built
         return built
+
+    def _build(self, route: Route, section: Section, ckpt: CheckpointRecord, obj: Any) -> tuple[Any, str, str]:
+        """The hook's model when it answers, else the route's; how it was built; and by which route."""
+        hooked = hook_route.try_hook(self.hook, section, ckpt)
+        if hooked is not None:
+            return (*hooked, "hook")
+        return (*route.build(section, self._context(ckpt, obj)), route.name)
 
     def _forget_built(self, key: tuple[str, str]) -> None:
         self._forget_loaded(self._built.pop(key).model)
@@ -370,30 +528,66 @@ class Gate:
         for loaded_key in [k for k, loaded in self._models.items() if loaded.model is model]:
             del self._models[loaded_key]
 
-    def _build_hook_implemented(self) -> bool:
-        return self.hook is not None and bool(self.hook.pytest_ckptgate_build_model.get_hookimpls())
-
     def inputs(self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None) -> Any:
-        """The forward input: a ``pytest_ckptgate_make_input`` hook's, else a dummy batch of the set shape."""
-        if self.hook is not None and self.hook.pytest_ckptgate_make_input.get_hookimpls():
-            from omegaconf import OmegaConf
+        """The forward input (see :meth:`forward_input`)."""
+        return self.forward_input(ckpt, loaded, config)[0]
 
-            data = config if config is not None else self.validated(ckpt).resolved.data
+    def forward_input(
+        self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None
+    ) -> tuple[Any, str]:
+        """The forward input and where it came from: a ``pytest_ckptgate_make_input`` hook's, else the model's
+        ``example_input_array`` (Lightning's convention), else a dummy batch of ``--ckpt-input-shape``."""
+        if self.hook is not None and self.hook.pytest_ckptgate_make_input.get_hookimpls():
             try:
                 custom = self.hook.pytest_ckptgate_make_input(
-                    model=loaded.model, config=OmegaConf.create(data), checkpoint=ckpt, device=loaded.device
+                    model=loaded.model, config=self._whole_config(ckpt, config), checkpoint=ckpt, device=loaded.device
                 )
             except Exception as exc:
                 raise CheckError(f"pytest_ckptgate_make_input hook raised {describe_exception(exc)}") from None
             if custom is not None:
-                return custom
-        return forward.dummy_input(self.settings.input_shape, loaded.device)
+                return custom, forward.FROM_HOOK
+        return forward.default_input(loaded.model, self.settings.input_shape, loaded.device)
+
+    def forward_kwargs(
+        self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Keyword arguments of the forward call: ``ckpt_forward_kwargs``, then what the hooks add."""
+        kwargs = dict(self.settings.forward_kwargs)
+        if self.hook is None or not self.hook.pytest_ckptgate_forward_kwargs.get_hookimpls():
+            return kwargs
+        try:
+            results = self.hook.pytest_ckptgate_forward_kwargs(
+                model=loaded.model, config=self._whole_config(ckpt, config), checkpoint=ckpt
+            )
+        except Exception as exc:
+            raise CheckError(f"pytest_ckptgate_forward_kwargs hook raised {describe_exception(exc)}") from None
+        from_hooks: dict[str, Any] = {}
+        for result in results:
+            for key, value in (result or {}).items():
+                if key in from_hooks:
+                    raise CheckError(
+                        f"forward keyword argument {key!r} is given by two pytest_ckptgate_forward_kwargs hooks"
+                    )
+                from_hooks[key] = value
+        return {**kwargs, **from_hooks}
+
+    def _whole_config(self, ckpt: CheckpointRecord, config: dict[str, Any] | None) -> Any:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.create(config if config is not None else self.validated(ckpt).resolved.data)
+
+    def run_forward(
+        self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None
+    ) -> forward.ForwardReport:
+        """One forward pass of a loaded model with the input and keyword arguments the settings and hooks give."""
+        inputs, origin = self.forward_input(ckpt, loaded, config)
+        kwargs = self.forward_kwargs(ckpt, loaded, config)
+        return forward.run_forward(loaded.model, inputs, loaded.device, kwargs, origin=origin)
 
     def forward(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> forward.ForwardReport:
         """Stage 4: one forward pass gives finite, batch-sized tensors."""
 
         def run() -> forward.ForwardReport:
-            loaded = self.loaded(ckpt, device_kind)
-            return forward.run_forward(loaded.model, self.inputs(ckpt, loaded), loaded.device)
+            return self.run_forward(ckpt, self.loaded(ckpt, device_kind))
 
         return self._stage(ckpt, Check.FORWARD, device_kind, run)

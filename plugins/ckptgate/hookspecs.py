@@ -11,10 +11,12 @@ import pytest
 def pytest_ckptgate_build_model(config: Any, checkpoint: Any) -> Any:
     """Build the (untrained) ``torch.nn.Module`` for a checkpoint, or return None to let the next way try.
 
-    :param config: the checkpoint's ``model`` section as an ``omegaconf.DictConfig`` (a fresh copy).
+    :param config: what the route builds from, as an ``omegaconf.DictConfig`` (a fresh copy): the ``model``
+        section, or a LightningModule's arguments with ``--ckpt-lightning-module``.
     :param checkpoint: the :class:`ckptgate.discovery.CheckpointRecord` being checked.
 
-    Tried first; then ``--ckpt-model-factory``; then ``hydra.utils.instantiate`` on ``_target_``.
+    Tried first; then the route the settings and config choose (``--ckpt-lightning-module``,
+    ``--ckpt-model-factory``, a recorded ``class_path``, ``hydra.utils.instantiate`` on ``_target_``).
     """
 
 
@@ -33,4 +35,15 @@ def pytest_ckptgate_make_input(model: Any, config: Any, checkpoint: Any, device:
     already on ``device``, or None for the default: a normal batch of ``--ckpt-input-shape``.
 
     :param config: the checkpoint's whole config as an ``omegaconf.DictConfig`` (preprocessing included).
+    """
+
+
+@pytest.hookspec
+def pytest_ckptgate_forward_kwargs(model: Any, config: Any, checkpoint: Any) -> dict[str, Any] | None:
+    """Return keyword arguments for the forward call (``{"return_loss": False}``), or None.
+
+    Every implementation is called; their dicts are merged over ``ckpt_forward_kwargs`` (a key given twice
+    by hooks is an error naming it).
+
+    :param config: the checkpoint's whole config as an ``omegaconf.DictConfig``.
     """

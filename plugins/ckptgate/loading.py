@@ -620,10 +620,15 @@ class LoadReport:
     ignored: tuple[str, ...]  # checkpoint keys outside the prefix (loss buffers, metrics of the wrapper)
 
 
-def load_weights(model: Any, state_dict: Mapping[str, Any], *, how: str = "the model") -> LoadReport:
-    """Load strictly into ``model``; raises ``CheckError`` listing missing/unexpected/mismatched keys."""
+def load_weights(
+    model: Any, state_dict: Mapping[str, Any], *, how: str = "the model", whole: bool = False
+) -> LoadReport:
+    """Load strictly into ``model``; raises ``CheckError`` listing missing/unexpected/mismatched keys.
+
+    ``whole``: the model is the whole trained module (a LightningModule), so every key of the checkpoint must
+    fit it as it is, no wrapper prefix stripped and nothing left aside."""
     model_state = model.state_dict()
-    prefix = detect_prefix(state_dict, model_state)
+    prefix = "" if whole else detect_prefix(state_dict, model_state)
     weights = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
     ignored = tuple(sorted(key for key in state_dict if not key.startswith(prefix)))
     diff = compare(weights, model_state)
@@ -637,3 +642,45 @@ def load_weights(model: Any, state_dict: Mapping[str, Any], *, how: str = "the m
     except Exception as exc:
         raise CheckError(f"load_state_dict into {how} failed: {type(exc).__name__}: {first_line(str(exc))}") from None
     return LoadReport(prefix, len(weights), ignored)
+
+
+@dataclass(frozen=True)
+class NonFinite:
+    """A floating tensor of the checkpoint that holds NaN or Inf."""
+
+    key: str
+    nan: int
+    inf: int
+    numel: int
+
+    def describe(self) -> str:
+        parts = [f"{count} {name}" for count, name in ((self.nan, "NaN"), (self.inf, "Inf")) if count]
+        return f"{self.key} ({' + '.join(parts)} of {self.numel})"
+
+
+def non_finite(state_dict: Mapping[str, Any]) -> list[NonFinite]:
+    """Every floating (or complex) tensor of a state dict that is not finite everywhere, EMA and buffers included:
+    a diverged run saves NaN weights that load strictly, and an EMA copy is never touched by a forward pass."""
+    import torch
+
+    found = []
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()):
+            continue
+        if value.numel() and not bool(torch.isfinite(value).all()):
+            nan = int(torch.isnan(value).sum())
+            found.append(NonFinite(str(key), nan, int((~torch.isfinite(value)).sum()) - nan, value.numel()))
+    return found
+
+
+def check_finite(state_dict: Mapping[str, Any]) -> None:
+    """Raise naming the tensors that hold NaN or Inf (at most three, then how many more: one line)."""
+    bad = non_finite(state_dict)
+    if not bad:
+        return
+    floating = sum(1 for value in state_dict.values() if getattr(value, "is_floating_point", lambda: False)())
+    shown = ", ".join(item.describe() for item in bad[:3]) + (f", … (+{len(bad) - 3} more)" if len(bad) > 3 else "")
+    raise CheckError(
+        f"{len(bad)} of {floating} floating tensors in the state_dict hold non-finite values (diverged or corrupt "
+        f"weights): {shown}"
+    )

@@ -15,13 +15,15 @@ import pytest
 
 from ckptgate import devices, preselect, resultcache, scheduling, sharding
 from ckptgate.baseline import BaselineError
-from ckptgate.building import FactorySpecError, parse_factory_spec
 from ckptgate.discovery import CheckpointRecord, Discovery
-from ckptgate.forward import DEFAULT_INPUT_SHAPE, parse_shape
+from ckptgate.forward import DEFAULT_INPUT_SHAPE, parse_forward_kwargs, parse_shape
 from ckptgate.gate import Check, CheckFailed, Gate, GateSettings
 from ckptgate.recovery.matching import DEFAULT_TOLERANCE_S, parse_offset
 from ckptgate.recovery.recover import RecoverySettings, RecoveryTrace, default_wandb_dir, recover
 from ckptgate.reporting import GateReporter, ReportSettings
+from ckptgate.routes.factory import parse_factory_spec
+from ckptgate.routes.lightning import parse_module_spec
+from ckptgate.routes.protocol import SpecError
 from ckptgate.schema import SchemaChecker, SchemaFileError
 
 GATE_KEY = pytest.StashKey[Gate]()
@@ -72,10 +74,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     option("--ckpt-schema", "ckpt_schema", "JSON Schema for the model section (default: bundled)", metavar="PATH")
     option(
+        "--ckpt-lightning-module",
+        "ckpt_lightning_module",
+        "LightningModule class to rebuild each checkpoint with, as load_from_checkpoint does: "
+        "Class(**hyper_parameters), the whole state_dict loaded strictly",
+        metavar="MODULE:CLASS",
+    )
+    option(
         "--ckpt-model-factory",
         "ckpt_model_factory",
         "callable that builds a model from the model section (a DictConfig)",
         metavar="MODULE:CALLABLE",
+    )
+    option(
+        "--ckpt-forward-kwarg",
+        "ckpt_forward_kwargs",
+        "keyword argument for every forward call, e.g. return_loss=false (value read as YAML; repeatable)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="NAME=VALUE",
+    )
+    option(
+        "--ckpt-hparams-ignore",
+        "ckpt_hparams_ignore",
+        "key (or glob) that only trains the model, ignored when a config is compared with the checkpoint's "
+        "hyper_parameters (repeatable; lr, optimizer, scheduler, batch_size... are ignored already)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="KEY",
     )
     option(
         "--ckpt-input-shape",
@@ -105,7 +133,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option(
         "--ckpt-wandb",
         "ckpt_wandb",
-        "wandb folder with the runs' configs, for --fix (default: wandb/ beside the outputs dir, else the rootdir)",
+        "wandb folder with the runs' configs, for --fix (repeatable; default: wandb/ beside the outputs dir, else "
+        "the rootdir; every wandb/ folder under the outputs dir is searched too)",
+        ini_type="paths",
+        default=[],
+        action="append",
         metavar="DIR",
     )
     option(
@@ -182,9 +214,33 @@ def _path(config: pytest.Config, name: str) -> Path | None:
     return Path(base, ini).resolve()
 
 
+def _paths(config: pytest.Config, name: str) -> list[Path]:
+    """A repeatable path option: the command line's (relative to the invocation dir), else the ini's (``paths``
+    ini options are relative to the ini file already)."""
+    cli = config.getoption(name)
+    if cli:
+        return [Path(config.invocation_params.dir, value).resolve() for value in cli]
+    return [Path(value).resolve() for value in config.getini(name) or ()]
+
+
 def _value(config: pytest.Config, name: str) -> Any:
     cli = config.getoption(name)
     return cli if cli not in (None, []) else config.getini(name)
+
+
+def route_options(config: pytest.Config) -> tuple[str | None, str | None]:
+    """``(lightning_module, model_factory)``: one of them at most. A route named on the command line replaces
+    the one the ini names (``--ckpt-lightning-module`` for one run of a project whose ini sets a factory)."""
+    names = ("ckpt_lightning_module", "ckpt_model_factory")
+    cli = [config.getoption(name) or None for name in names]
+    chosen = cli if any(cli) else [config.getini(name) or None for name in names]
+    if all(chosen):
+        where = "on the command line" if any(cli) else "in your pytest ini"
+        raise pytest.UsageError(
+            f"--ckpt-lightning-module and --ckpt-model-factory are both set {where}: each builds every model, "
+            "choose one (a LightningModule class, or a factory that receives the model section)"
+        )
+    return chosen[0], chosen[1]
 
 
 def settings_from(config: pytest.Config) -> GateSettings:
@@ -192,13 +248,16 @@ def settings_from(config: pytest.Config) -> GateSettings:
     device = _value(config, "ckpt_device") or "auto"
     if device not in devices.DEVICE_CHOICES:
         raise pytest.UsageError(f"ckpt_device = {device!r}: expected one of {', '.join(devices.DEVICE_CHOICES)}")
-    factory = _value(config, "ckpt_model_factory") or None
+    module, factory = route_options(config)
     try:
         if factory:
             parse_factory_spec(factory)
+        if module:
+            parse_module_spec(module)
         shape = parse_shape(str(_value(config, "ckpt_input_shape")))
+        forward_kwargs = parse_forward_kwargs(_value(config, "ckpt_forward_kwargs") or ())
         shard = sharding.parse(config.getoption("ckpt_shard")) if config.getoption("ckpt_shard") else None
-    except (FactorySpecError, ValueError) as exc:
+    except (SpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     return GateSettings(
         outputs_dir=_path(config, "ckpt_outputs") or Path(config.rootpath, DEFAULT_OUTPUTS),
@@ -206,10 +265,13 @@ def settings_from(config: pytest.Config) -> GateSettings:
         device=device,
         schema_path=_path(config, "ckpt_schema"),
         model_factory=factory,
+        lightning_module=module,
         input_shape=shape,
+        forward_kwargs=tuple(forward_kwargs.items()),
         trust_pickle=bool(config.getoption("ckpt_trust_pickle") or config.getini("ckpt_trust_pickle")),
         target_allow=tuple(_value(config, "ckpt_target_allow") or ()),
         safe_globals=tuple(_value(config, "ckpt_safe_globals") or ()),
+        hparams_ignore=tuple(_value(config, "ckpt_hparams_ignore") or ()),
         shard=shard,
     )
 
@@ -222,15 +284,17 @@ def recovery_settings_from(config: pytest.Config, gate: Gate) -> RecoverySetting
         tolerance = -1.0
     if not tolerance >= 0:
         raise pytest.UsageError(f"--ckpt-time-tolerance {text!r}: expected a number of seconds, e.g. 120")
-    wandb_dir = _path(config, "ckpt_wandb")
-    if wandb_dir is not None and not wandb_dir.is_dir():
-        raise pytest.UsageError(f"--ckpt-wandb {wandb_dir}: not a folder")
+    given = _paths(config, "ckpt_wandb")
+    for wandb_dir in given:
+        if not wandb_dir.is_dir():
+            raise pytest.UsageError(f"--ckpt-wandb {wandb_dir}: not a folder")
+    default = default_wandb_dir(gate.settings.outputs_dir, gate.settings.rootdir)
     try:
         offsets = tuple(parse_offset(str(text)) for text in _value(config, "ckpt_utc_offsets") or ())
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
     return RecoverySettings(
-        wandb_dir=wandb_dir or default_wandb_dir(gate.settings.outputs_dir, gate.settings.rootdir),
+        wandb_dirs=tuple(given) or ((default,) if default is not None else ()),
         tolerance_s=tolerance,
         dry_run=bool(config.getoption("ckpt_fix_dry_run")),
         utc_offsets=offsets,

@@ -1,8 +1,8 @@
 """Turn per-test reports into per-checkpoint verdicts: usable or not, and the one root cause.
 
 Works from what every test report carries in ``user_properties`` (``ckpt``, ``ckpt_check``,
-``ckpt_root_check``, ``ckpt_root_cause``, ``config_source``), so the same code serves serial runs and the
-xdist controller, which only sees reports.
+``ckpt_root_check``, ``ckpt_root_cause``, ``config_source``, ``model_route``), so the same code serves serial
+runs and the xdist controller, which only sees reports.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ CHECK = "ckpt_check"
 ROOT_CHECK = "ckpt_root_check"
 ROOT_CAUSE = "ckpt_root_cause"
 CONFIG_SOURCE = "config_source"
+CONFIG_SKIPPED = "config_skipped"  # broken config files passed over to reach the one used
+MODEL_ROUTE = "model_route"
 SIZE_MB = "ckpt_size_mb"
 RUN = "ckpt_run"
-GATE_PROPERTIES = frozenset({CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, SIZE_MB, RUN})  # the reporter's
+GATE_PROPERTIES = frozenset(  # the reporter's own
+    {CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, CONFIG_SKIPPED, MODEL_ROUTE, SIZE_MB, RUN}
+)
 CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
 FAILED = frozenset({"failed", "error"})
 BAD = FAILED | {"xfailed"}  # xfailed: expected unusable (in the baseline)
@@ -40,6 +44,8 @@ class CheckpointVerdict:
     root_check: str | None = None
     root_cause: str | None = None
     config_source: str | None = None
+    model_route: str | None = None  # "LightningModule pkg.Lit (built as load_from_checkpoint does)"
+    config_skipped: str | None = None  # "passed over a broken sidecar: ..."
 
     @property
     def usable(self) -> bool:
@@ -102,6 +108,10 @@ class Summary:
             verdict.note_root(str(props[ROOT_CHECK]), str(props.get(ROOT_CAUSE, "")))
         if props.get(CONFIG_SOURCE):
             verdict.config_source = str(props[CONFIG_SOURCE])
+        if props.get(MODEL_ROUTE):
+            verdict.model_route = str(props[MODEL_ROUTE])
+        if props.get(CONFIG_SKIPPED):
+            verdict.config_skipped = str(props[CONFIG_SKIPPED])
 
     @property
     def usable(self) -> list[CheckpointVerdict]:
@@ -128,7 +138,12 @@ class Summary:
             tag = "BASELINE" if verdict.in_baseline else "UNUSABLE"
             lines.append(f"  {tag} {verdict.relpath}")
             lines.append(f"      {verdict.root_check}: {cause}")
+        for verdict in self.sorted():  # a broken file beside a checkpoint is news whatever its verdict
+            if verdict.config_skipped:
+                lines.append(f"  NOTE     {verdict.relpath}: {verdict.config_skipped}")
         if verbose:
             for verdict in usable:
-                lines.append(f"  usable   {verdict.relpath}  ({verdict.config_source or 'config source not recorded'})")
+                source = verdict.config_source or "config source not recorded"
+                route = f"; built by {verdict.model_route}" if verdict.model_route else ""
+                lines.append(f"  usable   {verdict.relpath}  ({source}{route})")
         return lines

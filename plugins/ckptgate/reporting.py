@@ -103,6 +103,11 @@ class GateReporter:
         known = self.gate.known_config(record) if rep.when == "call" else None
         if known is not None:
             props.append((report.CONFIG_SOURCE, known.describe()))
+            if known.skipped:
+                props.append((report.CONFIG_SKIPPED, "; ".join(known.skipped)))
+        route = self.gate.known_route(record) if rep.when == "call" else None
+        if route is not None:
+            props.append((report.MODEL_ROUTE, route))
         if self.junit:  # JUnit XML reads the item's properties when the test ends: once per test
             recorded = {name for name, _ in item.user_properties}
             if report.CKPT not in recorded:

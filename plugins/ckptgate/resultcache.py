@@ -10,9 +10,9 @@ runs the check when anything differs. The fingerprint:
   an in-place rewrite that restores the mtime, changes one of them);
 * the config: the path and sha256 of every existing file config resolution may read for it, in the
   order it looks (a new sidecar that would now win counts as a change);
-* the model code: the sha256 of the source files of the factory's top-level package (or of the
-  packages the model section's ``_target_`` values name), of every plugin or conftest that implements
-  a ckptgate hook, and of the schema;
+* the model code: the sha256 of the source files of the top-level package of the factory or of the
+  LightningModule (or of the packages the config's ``_target_`` and ``class_path`` values name), of every
+  plugin or conftest that implements a ckptgate hook, and of the schema;
 * the tool: ckptgate's version and source files, torch's version, Python's, the gate's settings
   (device, input shape, allowlists, pickle trust), and for cuda outcomes the host and
   ``CUDA_VISIBLE_DEVICES``.
@@ -140,7 +140,8 @@ def session_fingerprint(config: pytest.Config, gate: Gate) -> dict[str, Any]:
     except importlib.metadata.PackageNotFoundError:
         torch_version = None
     schema = settings.schema_path or own / "schemas" / "model_config.schema.json"
-    factory_package = settings.model_factory.split(":")[0].split(".")[0] if settings.model_factory else None
+    spec = settings.lightning_module or settings.model_factory
+    code_package = spec.split(":")[0].split(".")[0] if spec else None
     return {
         "ckptgate": [ckptgate.__version__, package_hash("ckptgate"), _sha256(_shipped_checks_file())],
         "python": platform.python_version(),
@@ -149,13 +150,16 @@ def session_fingerprint(config: pytest.Config, gate: Gate) -> dict[str, Any]:
             str(settings.outputs_dir),
             settings.device,
             settings.model_factory,
+            settings.lightning_module,
+            [[name, repr(value)] for name, value in settings.forward_kwargs],
+            list(settings.hparams_ignore),
             list(settings.input_shape),
             settings.trust_pickle,
             list(settings.allowed_targets),
             list(settings.safe_globals),
         ],
         "schema": _sha256(Path(schema)),
-        "factory": [factory_package, package_hash(factory_package, settings.rootdir)] if factory_package else None,
+        "factory": [code_package, package_hash(code_package, settings.rootdir)] if code_package else None,
         "hooks": {path: _sha256(Path(path)) for path in _hook_files(config)},
     }
 
@@ -325,6 +329,11 @@ class ResultCache:
         known = self.gate.known_config(ckpt)
         if known is not None:  # replayed runs resolve no config, and the reports still name its source
             result["properties"].append([report.CONFIG_SOURCE, known.describe()])
+            if known.skipped:
+                result["properties"].append([report.CONFIG_SKIPPED, "; ".join(known.skipped)])
+        route = self.gate.known_route(ckpt)
+        if route is not None:  # nor build a model: they still say how it was built
+            result["properties"].append([report.MODEL_ROUTE, route])
         label = check_label(item)
         if _on_gpu(label):
             result["device_env"] = self.device_env
@@ -336,11 +345,13 @@ class ResultCache:
         return rep
 
     def _target_hashes(self, ckpt: CheckpointRecord) -> dict[str, str | None]:
-        """The packages the model section's ``_target_`` values name (the model code, without a factory)."""
+        """The packages the config's ``_target_`` and ``class_path`` values name (the model code, without an
+        option naming it), the ``_class_path`` of stored hyperparameters included."""
         config = self.gate.known_config(ckpt)
-        section = config.model if config is not None else None
-        found = targets.find_targets(section) if section is not None else []
-        names = {target.split(".")[0] for _, target in found if isinstance(target, str)}
+        found = targets.find_targets(config.data) if config is not None else []
+        recorded = config.data.get("_class_path") if config is not None else None
+        values = [target for _, target in found] + [recorded]
+        names = {target.split(".")[0] for target in values if isinstance(target, str)}
         return {name: package_hash(name, self.rootdir) for name in sorted(names)}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -85,6 +85,8 @@ def checkpoint_entry(
         if verdict and verdict.root_check
         else None,
         "config_source": verdict.config_source if verdict else None,
+        "model_route": verdict.model_route if verdict else None,
+        "config_skipped": verdict.config_skipped if verdict else None,
         "recovery": _recovery(trace) if trace is not None else None,
         "baseline": baseline,
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from ckptgate.targets import DEFAULT_ALLOWED
 
 from conftest import model_section, wandb_run
 from security import corpus
@@ -142,12 +143,16 @@ def location_variants(armed: Armed, outputs: Path, add: Callable[..., Path]) -> 
 
 
 def test_hostile_configs_fail_the_schema_check_before_any_import_or_call(
-    pytester: pytest.Pytester, gate_tree: Callable[..., Path], armed: Armed, record_property: Any
+    pytester: pytest.Pytester,
+    gate_tree: Callable[..., Path],
+    armed: Armed,
+    bare_lightning_ckpt: Path,
+    record_property: Any,
 ) -> None:
     """Every hostile section of the corpus as a sidecar, plus hostile configs in the other places, in one
     session where models are built by ``hydra.utils.instantiate`` (no factory): the control is instantiated,
-    nothing else is."""
-    good = gate_tree(CONTROL, {"model": KW_SECTION})
+    nothing else is. (The control holds no hyper_parameters of its own for its sidecar to contradict.)"""
+    good = gate_tree(CONTROL, {"model": KW_SECTION}, source=bare_lightning_ckpt)
     outputs = good.parents[2]
     expected: dict[str, str] = {}
     for name in corpus.hostile_sections():
@@ -254,5 +259,97 @@ def test_the_factory_package_is_trusted_and_allowed_but_nothing_else(
     assert found["test_forward[a/checkpoints/best.ckpt-cpu]"][0] == "passed"
     outcome, message = found["test_config_schema[b/checkpoints/best.ckpt]"]
     assert outcome == "failed"
-    assert f"`_target_` '{armed.evil}.Net' is outside the allowed module prefixes (mymodels)" in message
+    shown = ", ".join((*DEFAULT_ALLOWED, "mymodels"))  # the standard namespaces come first, then the factory's
+    assert f"`_target_` '{armed.evil}.Net' is outside the allowed module prefixes ({shown})" in message
+    assert f"ckpt_target_allow = {armed.evil}`" in message  # the narrowest prefix: here, the package itself
     assert armed.fired() == []
+
+
+def test_real_configs_name_torch_optimizers_and_pass_by_default(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], armed: Armed, bare_lightning_ckpt: Path
+) -> None:
+    """A real config carries its optimizer, scheduler and loss (``model.optimizer._target_: torch.optim.AdamW``,
+    or LightningCLI's ``class_path``): the standard namespaces pass with nothing configured but the factory."""
+    section = model_section(
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 0.001, "weight_decay": 0.0001},
+        scheduler={"_target_": "torch.optim.lr_scheduler.OneCycleLR", "max_lr": 0.01, "total_steps": 100},
+        loss={"_target_": "torch.nn.CTCLoss", "blank": 0, "zero_infinity": True},
+        warmup={"class_path": "torch.optim.lr_scheduler.LinearLR", "init_args": {"start_factor": 0.1}},
+    )
+    gate_tree("real/checkpoints/best.ckpt", {"model": section}, source=bare_lightning_ckpt)
+
+    found = failures(pytester.runpytest(*CHECKS))
+
+    assert found["test_config_schema[real/checkpoints/best.ckpt]"] == ("passed", "")
+    assert found["test_forward[real/checkpoints/best.ckpt-cpu]"] == ("passed", "")
+    assert armed.fired() == []
+
+
+# Hostile targets inside the standard namespaces, or reached through them, and LightningCLI's `class_path`:
+# (name, section beside the model's own keys, fragment the schema failure must hold). `{marker}` is the file a
+# call would write, `{evil}` the package whose import writes a marker.
+DEFAULT_NAMESPACE_ABUSE: tuple[tuple[str, dict[str, Any], str], ...] = (
+    (
+        "fa3_imports_any_module",  # torch.nn.attention._fa3 imports the module a string names: {evil} here
+        {"attn": {"_target_": "torch.nn.attention._fa3.register_flash_attention_fa3", "module_path": "{evil}"}},
+        "`_target_` 'torch.nn.attention._fa3.register_flash_attention_fa3' is refused: `torch.nn.attention._fa3`",
+    ),
+    (
+        "walk_to_torch_save",
+        {"head": {"_target_": "torch.nn.modules.module.torch.save", "_args_": [{}, "{marker}"]}},
+        "reaches `torch.save` through the allowed package `torch.nn`",
+    ),
+    (
+        "global_forward_hook",
+        {"hook": {"_target_": "torch.nn.modules.module.register_module_forward_hook", "hook": None}},
+        "`torch.nn.modules.module.register_module_forward_hook` can run commands",
+    ),
+    (
+        "class_path_refused",
+        {"head": {"class_path": "os.system", "init_args": {"command": "touch {marker}"}}},
+        "`class_path` 'os.system' is refused: `os` can run commands",
+    ),
+    (
+        "class_path_outside",
+        {"head": {"class_path": "{evil}.Net", "init_args": {}}},
+        "`class_path` '{evil}.Net' is outside the allowed module prefixes",
+    ),
+    (
+        "class_path_through_torch_nn",
+        {"head": {"class_path": "torch.nn.functional.importlib.import_module", "init_args": {"name": "{evil}"}}},
+        "reaches `importlib.import_module` through the allowed package `torch.nn`",
+    ),
+)
+
+
+def test_hostile_targets_in_the_default_namespaces_are_refused_before_they_run(
+    pytester: pytest.Pytester,
+    gate_tree: Callable[..., Path],
+    armed: Armed,
+    bare_lightning_ckpt: Path,
+    record_property: Any,
+) -> None:
+    """With models built by ``hydra.utils.instantiate`` (which builds nested targets first), the defaults admit
+    torch.nn and torch.optim but none of their importers, global hooks or ways back into torch; a
+    ``class_path`` is checked like a ``_target_``. Nothing is imported or called."""
+    expected: dict[str, str] = {}
+    for name, extra, fragment in DEFAULT_NAMESPACE_ABUSE:
+        text = json.dumps({**KW_SECTION, **extra})
+        text = text.replace("{marker}", str(armed.marker(name))).replace("{evil}", armed.evil)
+        relpath = f"{name}/checkpoints/best.ckpt"
+        gate_tree(relpath, {"model": json.loads(text)}, source=bare_lightning_ckpt)
+        expected[relpath] = fragment.replace("{evil}", armed.evil)
+    armed.no_factory(pytester, "kwmodels")
+
+    found = failures(pytester.runpytest(*CHECKS))
+
+    refused = 0
+    for relpath, fragment in expected.items():
+        outcome, message = found[f"test_config_schema[{relpath}]"]
+        assert outcome == "failed", relpath
+        assert fragment in message, (relpath, fragment, message)
+        assert NOTHING in message, message
+        refused += 1
+    assert armed.fired() == []
+    assert armed.instantiated() == []
+    record(record_property, config_tried=len(expected), config_imported=len(armed.fired()), config_refused=refused)

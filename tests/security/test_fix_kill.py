@@ -47,8 +47,7 @@ READY = textwrap.dedent(
         pathlib.Path(os.environ["CKG_READY"]).touch()
     """
 )
-STORED = 6  # checkpoints whose own hyper_parameters hold the config
-FROM_WANDB = 2  # bare checkpoints matched to a wandb run by their folder's timestamp
+FROM_WANDB = 8  # bare checkpoints matched to a wandb run by their folder's timestamp
 
 
 @dataclass
@@ -121,15 +120,12 @@ def tree(tmp_path: Path, lightning_ckpt: Path, bare_lightning_ckpt: Path) -> Tre
     (root / "pytest.ini").write_text("[pytest]\nckpt_model_factory = mymodels:build\n")
     (root / "conftest.py").write_text(READY)
     outputs = root / "outputs"
-    for index in range(STORED):
-        folder = outputs / f"stored{index}_2025101{index}_101500" / "checkpoints"
-        folder.mkdir(parents=True)
-        shutil.copyfile(lightning_ckpt, folder / "best.ckpt")
     for index in range(FROM_WANDB):
-        folder = outputs / f"bare{index}_2025102{index}_101500" / "checkpoints"
+        day = 10 + index
+        folder = outputs / f"bare{index}_202510{day}_101500" / "checkpoints"
         folder.mkdir(parents=True)
         shutil.copyfile(bare_lightning_ckpt, folder / "best.ckpt")
-        wandb_run(root, f"run-2025102{index}_101501-bare{index:04d}", {"model": model_section()})
+        wandb_run(root, f"run-202510{day}_101501-bare{index:04d}", {"model": model_section()})
     usable = outputs / "usable_20251001_101500" / "checkpoints"  # has its config: must stay as it is
     usable.mkdir(parents=True)
     shutil.copyfile(lightning_ckpt, usable / "best.ckpt")
@@ -139,13 +135,13 @@ def tree(tmp_path: Path, lightning_ckpt: Path, bare_lightning_ckpt: Path) -> Tre
     process, ready = found.start()  # calibration: a whole run, the sidecars' appearances timed
     assert wait_for(ready.exists, 120, 0.01), "the --fix run never got to recovery"
     started, seen = time.monotonic(), [time.monotonic()]
-    while process.poll() is None and len(seen) <= STORED + FROM_WANDB:
+    while process.poll() is None and len(seen) <= FROM_WANDB:
         if len(found.sidecars()) - 1 >= len(seen):
             seen.append(time.monotonic())
         time.sleep(0.001)
     assert process.wait(timeout=180) == pytest.ExitCode.OK
     written = [p for p in found.sidecars() if os.fsencode(p.relative_to(outputs)) not in found.initial]
-    assert len(written) == STORED + FROM_WANDB
+    assert len(written) == FROM_WANDB
     found.expected = {os.fsencode(p.relative_to(outputs)): content(p) for p in written}
     found.seconds_to_first = max(seen[1] - started, 0.01) if len(seen) > 1 else 1.0
     found.seconds_per_sidecar = max((seen[-1] - seen[1]) / max(len(seen) - 2, 1), 0.005) if len(seen) > 2 else 0.1
@@ -207,7 +203,7 @@ def test_fix_killed_at_random_points_leaves_no_partial_sidecar_and_changes_nothi
     tally = Tally()
 
     @settings(max_examples=KILLS, deadline=None, phases=[Phase.generate], database=None)
-    @given(after=st.integers(0, STORED + FROM_WANDB - 1), delay=st.floats(0, 1.2))
+    @given(after=st.integers(0, FROM_WANDB - 1), delay=st.floats(0, 1.2))
     def killed_at(after: int, delay: float) -> None:
         kill_and_inspect(tree, tally, after, delay)
 

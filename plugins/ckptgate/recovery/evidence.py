@@ -80,7 +80,7 @@ def output_locations(config: Any, arguments: Any = ()) -> str:
 class Tier(enum.IntEnum):
     """How strongly a source is tied to a checkpoint (lower is stronger)."""
 
-    CHECKPOINT = 1  # hyper_parameters stored in the checkpoint file itself
+    IN_RUN_FOLDER = 1  # the run's log lies inside the checkpoint's run folder (Hydra runs in its output dir)
     NAMES_FOLDER = 2  # the run's config or command line names the checkpoint's run folder
     TIMESTAMP = 3  # the run started within the tolerance of the folder's timestamp
     TIMESTAMP_OFFSET = 4  # the same after a whole-hour shift (folder names in local time, wandb in UTC)
@@ -88,7 +88,7 @@ class Tier(enum.IntEnum):
     @property
     def label(self) -> str:
         return {
-            Tier.CHECKPOINT: "stored in the checkpoint",
+            Tier.IN_RUN_FOLDER: "inside the run folder",
             Tier.NAMES_FOLDER: "names the run folder",
             Tier.TIMESTAMP: "timestamp",
             Tier.TIMESTAMP_OFFSET: "timestamp with a time-zone offset",
@@ -110,7 +110,7 @@ def sha256_of(path: Path) -> str | None:
 class Source:
     """One place a whole config was found: a wandb run, a Hydra run folder, or a checkpoint's hyperparameters."""
 
-    kind: str  # "wandb" | "hydra" | "checkpoint"
+    kind: str  # "wandb" | "hydra" | "cli"
     label: str  # for people: "wandb run-20251017_215424-j8v6ba0v (files/config.yaml)"
     path: Path  # the file the config was read from
     config: dict[str, Any]

@@ -95,8 +95,9 @@ def match(
     ``offsets`` are the UTC offsets (seconds) worth trying against a run's UTC start (see
     :func:`observed_offsets`); UTC itself is always tried.
     """
-    if source.kind == "checkpoint":
-        return Candidate(source, Tier.CHECKPOINT, "saved by Lightning's save_hyperparameters in this file")
+    if ckpt.run_relpath != "." and ckpt.run_dir in source.path.parents:
+        inside = source.path.relative_to(ckpt.run_dir).as_posix()
+        return Candidate(source, Tier.IN_RUN_FOLDER, f"it lies in the checkpoint's run folder ({inside})")
     for needle in folder_needles(ckpt):
         if names(source.text, needle):
             return Candidate(source, Tier.NAMES_FOLDER, f"its config or command line names {needle!r}")

@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ckptgate import __version__, configs
+from ckptgate import __version__, configs, stored
 from ckptgate.discovery import CheckpointRecord, printable
 from ckptgate.errors import CheckError, describe_exception
-from ckptgate.recovery import hydra_runs, matching, stored_hparams, wandb_runs
+from ckptgate.recovery import cli_runs, hydra_runs, matching, wandb_runs
 from ckptgate.recovery.evidence import Attempt, Source, content_key, sha256_of
 from ckptgate.recovery.verify import Verifier
 from ckptgate.recovery.write import write_sidecar
@@ -26,7 +26,7 @@ MAX_CANDIDATES = 20  # per checkpoint: bounds the time a crowded wandb folder ca
 
 @dataclass(frozen=True)
 class RecoverySettings:
-    wandb_dir: Path | None
+    wandb_dirs: tuple[Path, ...] = ()  # searched besides every wandb/ folder under the outputs dir
     tolerance_s: float = matching.DEFAULT_TOLERANCE_S
     dry_run: bool = False
     utc_offsets: tuple[int, ...] = ()  # seconds; zones the user says folder names use, besides those observed
@@ -68,19 +68,33 @@ def default_wandb_dir(outputs_dir: Path, rootdir: Path) -> Path | None:
     return None
 
 
-def gather_sources(outputs_dir: Path, wandb_dir: Path | None) -> list[Source]:
-    """Every wandb run and Hydra folder that holds a config (read once per session)."""
-    found = wandb_runs.sources(wandb_dir) if wandb_dir is not None and wandb_dir.is_dir() else []
-    return found + hydra_runs.sources(outputs_dir)
+def wandb_folders_under(outputs_dir: Path) -> list[Path]:
+    """Every ``wandb/`` folder inside the outputs dir: Hydra runs training in its run folder, so wandb writes
+    ``outputs/<run>/wandb``. Not entered: wandb folders themselves, hidden folders, links."""
+    found = []
+    for folder, subfolders, _ in os.walk(outputs_dir):
+        if "wandb" in subfolders:
+            found.append(Path(folder, "wandb"))
+        subfolders[:] = sorted(name for name in subfolders if name != "wandb" and not name.startswith("."))
+    return found
+
+
+def gather_sources(outputs_dir: Path, wandb_dirs: tuple[Path, ...] | list[Path] = ()) -> list[Source]:
+    """Every wandb run (in the given folders and in every ``wandb/`` under the outputs dir), Hydra folder and
+    LightningCLI run config that holds a config (read once per session)."""
+    folders = {path.resolve(): path for path in [*wandb_dirs, *wandb_folders_under(outputs_dir)] if path.is_dir()}
+    found = [source for folder in folders.values() for source in wandb_runs.sources(folder)]
+    return found + hydra_runs.sources(outputs_dir) + cli_runs.sources(outputs_dir)
 
 
 def missing_configs(gate: Any) -> list[CheckpointRecord]:
-    """Checkpoints with no config anywhere (a broken config file is the user's to fix, not ours)."""
+    """Checkpoints with no config anywhere, their own hyperparameters included, or only run logs that disagree
+    and that nothing in the checkpoint tells apart (a broken config file is the user's to fix, not ours)."""
     missing = []
     for ckpt in gate.discovery().checkpoints:
         try:
-            configs.resolve_config(ckpt, gate.settings.outputs_dir)
-        except configs.ConfigNotFound:
+            gate.find_config(ckpt)
+        except (configs.ConfigNotFound, configs.AmbiguousConfig):
             missing.append(ckpt)
         except CheckError:
             continue
@@ -122,13 +136,13 @@ def recover_one(
         checkpoint, state_dict, device = gate.read(ckpt, "cpu")
     except CheckError as exc:
         return trace("unrecoverable", f"the checkpoint itself cannot be read: {exc.message.splitlines()[0]}")
-    own = stored_hparams.source(ckpt, checkpoint)
     if offsets is None:
         offsets = matching.observed_offsets(sources, settings.tolerance_s) | set(settings.utc_offsets)
-    candidates = matching.rank(ckpt, ([own] if own else []) + sources, settings.tolerance_s, offsets)
-    candidates = candidates[:MAX_CANDIDATES]
+    candidates = matching.rank(ckpt, sources, settings.tolerance_s, offsets)[:MAX_CANDIDATES]
     if not candidates:
-        clues = ["no stored hyper_parameters, and no wandb run or Hydra folder names its run folder"]
+        own = stored.stored_config(ckpt, checkpoint)
+        kept = "no stored hyper_parameters" if own is None else "its stored hyper_parameters build no model"
+        clues = [f"{kept}, and no wandb run, Hydra or LightningCLI folder holds or names its run folder"]
         if ckpt.run_timestamp is None:
             clues.append("(and its folder name has no timestamp to match runs by)")
         else:
@@ -187,7 +201,7 @@ def recover(gate: Any, settings: RecoverySettings) -> list[RecoveryTrace]:
     missing = missing_configs(gate)
     if not missing:
         return []
-    sources = gather_sources(gate.settings.outputs_dir, settings.wandb_dir)
+    sources = gather_sources(gate.settings.outputs_dir, settings.wandb_dirs)
     offsets = matching.observed_offsets(sources, settings.tolerance_s) | set(settings.utc_offsets)
     traces = [_recover_guarded(gate, ckpt, sources, settings, offsets) for ckpt in missing]
     configs.clear_cache()  # the checks must see the sidecars just written

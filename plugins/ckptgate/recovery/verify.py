@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ckptgate import forward
+from ckptgate.configs import ResolvedConfig, find_model_key
 from ckptgate.discovery import CheckpointRecord
-from ckptgate.errors import CheckError, describe_exception
+from ckptgate.errors import CheckError, describe_exception, first_line
+from ckptgate.gate import ValidConfig
 from ckptgate.recovery.evidence import Attempt, Candidate, content_key
 
 
@@ -34,18 +35,25 @@ class Verifier:
         return Attempt(candidate, verified, reason, document)
 
     def _prove(self, document: dict[str, Any]) -> tuple[bool, str]:
-        section = document["model"]
-        problems = self.gate.section_problems(section, "$.model", self.ckpt)
+        """The document as the sidecar it would become: checked, built and loaded by the gate's own code."""
+        sidecar = self.ckpt.path.with_name(self.ckpt.stem + ".config.json")
+        resolved = ResolvedConfig("sidecar", sidecar, sidecar.name, document, find_model_key(document))
+        try:
+            route, section = self.gate.section_of(resolved)
+        except CheckError as exc:
+            return False, f"config rejected before building: {first_line(exc.message)}"
+        problems = self.gate.section_problems(section, section.path, self.ckpt, route)
         if problems:
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             return False, f"config rejected before building: {problems[0]}{more}"
+        valid = ValidConfig(resolved, route, section)
         try:
-            loaded = self.gate.build_loaded(self.ckpt, section, self.checkpoint, self.state_dict, self.device)
+            self.gate.check_agreement(self.ckpt, valid, self.checkpoint)
+            loaded = self.gate.build_loaded(self.ckpt, valid, self.checkpoint, self.state_dict, self.device)
         except CheckError as exc:
             return False, exc.message.splitlines()[0]
         try:
-            inputs = self.gate.inputs(self.ckpt, loaded, document)
-            report = forward.run_forward(loaded.model, inputs, loaded.device)
+            report = self.gate.run_forward(self.ckpt, loaded, document)
         except CheckError as exc:
             if "non-finite" not in exc.message:
                 return False, exc.message.splitlines()[0]

@@ -1,6 +1,8 @@
-"""The checkpoint's own ``hyper_parameters`` (Lightning's ``save_hyperparameters``) as evidence.
+"""The checkpoint's own ``hyper_parameters`` (Lightning's ``save_hyperparameters``), as a config.
 
-Read from the object the safe, weights-only loader returned: OmegaConf containers become plain data.
+Read from the object the safe, weights-only loader returned: OmegaConf containers, AttributeDicts and
+Namespaces become plain data. They are the last config source (``load_from_checkpoint`` builds from them),
+and what every other config of the checkpoint is compared with.
 """
 
 from __future__ import annotations
@@ -9,10 +11,11 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
+from ckptgate.configs import ResolvedConfig, find_model_key
 from ckptgate.discovery import CheckpointRecord
 from ckptgate.documents import check_shape
-from ckptgate.recovery.evidence import Source
-from ckptgate.recovery.wandb_runs import unflatten
+
+KIND = "checkpoint"
 
 
 def plain(value: Any) -> Any:
@@ -36,13 +39,15 @@ def plain(value: Any) -> Any:
     return value
 
 
-def source(ckpt: CheckpointRecord, checkpoint: Any) -> Source | None:
-    """The stored hyperparameters as a source, when they hold a model section.
+def stored_document(checkpoint: Any) -> dict[str, Any] | None:
+    """The stored hyperparameters as plain data; None when there are none (or they are empty).
 
     They come from the file, through the weights-only loader: data only, but any shape a crafted pickle can
     build (a list that holds itself, 100,000 levels of nesting, an OmegaConf container with broken insides).
-    What cannot be read as a bounded config is no evidence.
+    What cannot be read as a bounded config is no config.
     """
+    from ckptgate.recovery.wandb_runs import unflatten
+
     if not isinstance(checkpoint, Mapping):
         return None
     try:
@@ -50,11 +55,18 @@ def source(ckpt: CheckpointRecord, checkpoint: Any) -> Source | None:
         if stored is None:
             return None
         config = plain(stored)
-        if not isinstance(config, dict):
+        if not isinstance(config, dict) or not config:
             return None
         config = unflatten(config)
         check_shape(config, "hyper_parameters")
     except Exception:  # RecursionError, DocumentError, whatever a malformed container raises
         return None
-    found = Source(kind="checkpoint", label="hyper_parameters stored in the checkpoint", path=ckpt.path, config=config)
-    return found if found.model_key is not None else None
+    return config
+
+
+def stored_config(ckpt: CheckpointRecord, checkpoint: Any) -> ResolvedConfig | None:
+    """The stored hyperparameters as the config the checkpoint carries itself."""
+    data = stored_document(checkpoint)
+    if data is None:
+        return None
+    return ResolvedConfig(KIND, ckpt.path, ckpt.relpath, data, find_model_key(data))

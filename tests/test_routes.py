@@ -1,5 +1,5 @@
-"""ckptgate.building: the factory spec, importing it from the rootdir, and the order hook > factory >
-Hydra instantiate, with the errors a user sees when each way fails."""
+"""ckptgate.routes: the factory spec, importing it from the rootdir, the order hook > route, the choice of a
+route, Hydra instantiate and the LightningModule route, with the errors a user sees when each way fails."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 import torch
-from ckptgate.building import FactorySpecError, build_model, load_factory, parse_factory_spec
+from ckptgate.configs import ResolvedConfig
 from ckptgate.errors import CheckError
+from ckptgate.routes import BuildContext, Router, hook
+from ckptgate.routes.factory import load_factory, parse_factory_spec
+from ckptgate.routes.protocol import SpecError as FactorySpecError
 from omegaconf import DictConfig
 
 SECTION: dict[str, Any] = {
@@ -24,6 +27,26 @@ SECTION: dict[str, Any] = {
     "out_features": 2,
     "component_overrides": {"decoder": {"name": "unet", "channels": [8, 16]}},
 }
+
+
+def build_model(
+    section: dict[str, Any],
+    checkpoint: Any,
+    *,
+    hook_relay: Any = None,
+    factory: str | None = None,
+    module: str | None = None,
+    rootdir: Path,
+    allowed: tuple[str, ...] = (),
+) -> tuple[Any, str]:
+    """What the gate does for a sidecar holding ``section``: the hook first, then the route the router picks."""
+    resolved = ResolvedConfig("sidecar", rootdir / "x.config.json", "x.config.json", {"model": section}, "model")
+    if factory:
+        parse_factory_spec(factory)
+    route = Router(module, factory).choose(resolved)
+    part = route.section(resolved)
+    hooked = hook.try_hook(hook_relay, part, checkpoint)
+    return hooked if hooked is not None else route.build(part, BuildContext(checkpoint, rootdir, allowed))
 
 
 @pytest.fixture
@@ -198,7 +221,7 @@ def test_hook_wins_and_the_factory_is_not_even_imported(tmp_path: Path) -> None:
     model = torch.nn.Linear(3, 7)
     hook = Hook(result=model)
     checkpoint = object()
-    built, how = build_model(SECTION, checkpoint, hook=hook, factory="ckg_never_imported:build", rootdir=tmp_path)
+    built, how = build_model(SECTION, checkpoint, hook_relay=hook, factory="ckg_never_imported:build", rootdir=tmp_path)
     assert built is model
     assert how == "the pytest_ckptgate_build_model hook"
     ((config, passed),) = hook.calls
@@ -215,7 +238,7 @@ def test_hook_returning_none_falls_through_to_a_fresh_config_for_the_factory(
     section = {**SECTION, "component_overrides": {"decoder": {"name": "unet", "channels": [8, 16]}}}
     original = repr(section)
     hook = Hook(result=None, mutate=True)
-    built, how = build_model(section, None, hook=hook, factory=f"{name}:build", rootdir=tmp_path)
+    built, how = build_model(section, None, hook_relay=hook, factory=f"{name}:build", rootdir=tmp_path)
     assert how == f"factory {name}:build"
     assert isinstance(built, torch.nn.Linear)
     assert (built.in_features, built.out_features) == (3, 3)  # the factory saw "unet", not the hook's edit
@@ -238,13 +261,13 @@ def test_hook_returning_a_non_module(tmp_path: Path) -> None:
         CheckError,
         match=re.escape("the pytest_ckptgate_build_model hook returned dict, not a torch.nn.Module"),
     ):
-        build_model(SECTION, None, hook=Hook(result={"w": 1}), rootdir=tmp_path)
+        build_model(SECTION, None, hook_relay=Hook(result={"w": 1}), rootdir=tmp_path)
 
 
 def test_hook_raising(tmp_path: Path) -> None:
     hook = Hook(error=KeyError("decoder"))
     with pytest.raises(CheckError) as info:
-        build_model(SECTION, None, hook=hook, rootdir=tmp_path)
+        build_model(SECTION, None, hook_relay=hook, rootdir=tmp_path)
     message = str(info.value)
     assert message.startswith("building the model with the pytest_ckptgate_build_model hook failed: KeyError")
     assert f"{__file__}:" in message  # where it was raised
@@ -289,7 +312,7 @@ def test_missing_factory_module_is_a_check_error(tmp_path: Path, write_module: C
 def test_instantiate_on_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))
     section = {"_target_": "torch.nn.Linear", "in_features": 5, "out_features": 4}
-    built, how = build_model(section, None, hook=Hook(result=None), rootdir=tmp_path, allowed=("torch.nn",))
+    built, how = build_model(section, None, hook_relay=Hook(result=None), rootdir=tmp_path, allowed=("torch.nn",))
     assert isinstance(built, torch.nn.Linear)
     assert built.weight.shape == (4, 5)
     assert how == "hydra.utils.instantiate(torch.nn.Linear)"
@@ -319,7 +342,7 @@ def test_instantiate_returning_a_non_module(tmp_path: Path, monkeypatch: pytest.
 @pytest.mark.parametrize("section", [{}, {"in_features": 3}, {"_target_": 5}, {"_target_": None}])
 def test_nothing_to_build_with(tmp_path: Path, section: dict[str, Any]) -> None:
     with pytest.raises(CheckError) as info:
-        build_model(section, None, hook=Hook(result=None), rootdir=tmp_path)
+        build_model(section, None, hook_relay=Hook(result=None), rootdir=tmp_path)
     message = str(info.value)
     assert "no `_target_`" in message
     assert "ckpt_model_factory" in message

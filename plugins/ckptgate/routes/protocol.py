@@ -1,0 +1,136 @@
+"""What every way of building a model has in common: the section it builds from, and one interface.
+
+A route turns a resolved config into an untrained ``torch.nn.Module``. It says which part of the config it
+builds from (:meth:`Route.section`), what it can check before anything is built (:meth:`Route.problems`),
+and how it builds (:meth:`Route.build`). ``ckptgate.routes.choose`` picks one per config, in one place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ckptgate.errors import CheckError, describe_exception
+
+if TYPE_CHECKING:
+    from ckptgate.configs import ResolvedConfig
+    from ckptgate.discovery import CheckpointRecord
+
+
+class SpecError(ValueError):
+    """An option naming code (``module:attribute``) is malformed: a usage error."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """What a route builds a model from.
+
+    ``args`` is the model section (factory, hook, instantiate) or the LightningModule's ``__init__`` arguments
+    (lightning); ``path`` is where ``args`` sits in the config document, for messages (``$.model``,
+    ``$.model.init_args``, ``$``); ``class_path`` is a class the config itself records (LightningCLI's
+    ``class_path``, the ``_class_path`` of stored hyper_parameters), checked like a ``_target_``.
+    """
+
+    args: dict[str, Any]
+    path: str
+    class_path: str | None = None
+    class_path_at: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a build may look at besides the section."""
+
+    checkpoint: CheckpointRecord | None
+    rootdir: Path
+    allowed: tuple[str, ...] = ()
+    stored: Mapping[str, Any] | None = field(default=None, repr=False)  # the object torch.save wrote, if read
+
+
+class Route(Protocol):
+    """One way of building a model from a config."""
+
+    name: str  # "factory", "lightning", "instantiate": recorded with every verdict
+    reusable: bool  # a model built from a section may serve every checkpoint with an equal section
+
+    def section(self, resolved: ResolvedConfig) -> Section:
+        """The part of the config this route builds from; raises ``CheckError`` when there is none."""
+        ...
+
+    def problems(self, section: Section, context: BuildContext) -> list[str]:
+        """What is wrong with the section for this route, found before anything is built."""
+        ...
+
+    def build(self, section: Section, context: BuildContext) -> tuple[Any, str]:
+        """The untrained model and a phrase saying how it was built (for every message)."""
+        ...
+
+    def prepare_weights(self, model: Any, stored: Any, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The weights to load into ``model`` (a route may let the model adapt them, as Lightning does)."""
+        ...
+
+    def loads_whole_state_dict(self) -> bool:
+        """True when the model is the whole trained module: every key of the checkpoint must fit it."""
+        ...
+
+
+def parse_spec(spec: str, option: str, example: str) -> tuple[str, str]:
+    """``module:attribute`` (``mypkg.models:build_model``); a malformed spec is a usage error naming the option
+    and its form, spelled as the example spells it (``module:callable``, ``module:Class``)."""
+    module, sep, attribute = spec.partition(":")
+    parts = [*module.split("."), *attribute.split(".")]
+    if not sep or not module or not attribute or not all(part.isidentifier() for part in parts):
+        form = "module:Class" if example.rpartition(":")[2][:1].isupper() else "module:callable"
+        raise SpecError(f"{option} {spec!r}: expected `{form}`, e.g. `{example}`")
+    return module, attribute
+
+
+def ensure_importable_from(rootdir: Path) -> None:
+    """Model code is imported from the rootdir too, as a user's ``python -c 'import mypkg'`` there would."""
+    entry = str(rootdir)
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
+def import_spec(spec: str, option: str, what: str, rootdir: Path) -> Any:
+    """Import what ``module:attribute`` names; errors say which option named it and where Python looked."""
+    module_name, attribute = spec.partition(":")[::2]  # parsed when the option was read
+    ensure_importable_from(rootdir)
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CheckError(
+            f"cannot import {what} {spec!r} ({option}): {describe_exception(exc)}. It must be importable from the "
+            f"rootdir ({rootdir}), pytest's `pythonpath` ini option or PYTHONPATH."
+        ) from None
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise CheckError(f"{what} {spec!r}: module {module_name!r} has no attribute {attribute!r}")
+        target = getattr(target, part)
+    return target
+
+
+def check_module(model: Any, how: str) -> Any:
+    """A route must give a ``torch.nn.Module``; anything else is the route's failure, named."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise CheckError(f"{how} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def model_section(resolved: ResolvedConfig, hint: str) -> Section:
+    """The document's ``model`` section (``model`` or ``<key>.model``): what factories and Hydra build from."""
+    if resolved.model_key is None:
+        keys = ", ".join(map(str, list(resolved.data)[:10])) or "none"
+        raise CheckError(
+            f"$.model: {resolved.where} has no `model` section (top-level keys: {keys}); inference needs one to "
+            f"rebuild the network. {hint}"
+        )
+    section = resolved.model
+    assert section is not None
+    return Section(dict(section), f"$.{resolved.model_key}")
