@@ -1,7 +1,8 @@
 """The floor of a full check: only the work that cannot be avoided, no pytest, no ckptgate.
 
 For each checkpoint: read its sidecar config, ``torch.load(weights_only=True, mmap=True)`` with the
-OmegaConf containers a Lightning checkpoint's ``hyper_parameters`` need allowed, build the model, strict
+OmegaConf containers a Lightning checkpoint's ``hyper_parameters`` need allowed, check that every floating
+tensor of the state_dict is finite (a sum per tensor, as cheap as it gets), build the model, strict
 ``load_state_dict`` (Lightning's ``model.`` prefix stripped), one forward pass under ``inference_mode``.
 
 ``--reuse`` builds a model only when the config differs from the previous checkpoint's (a run's
@@ -74,6 +75,8 @@ def main() -> None:
             model = build(OmegaConf.create(config["model"]))
             if args.reuse:
                 models[key] = model
+        floats = [v for v in checkpoint["state_dict"].values() if v.is_floating_point()]
+        assert all(torch.isfinite(v.sum()) for v in floats)  # every tensor, EMA copies included
         weights = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
         model.load_state_dict(weights, strict=True)
         model.eval()

@@ -645,3 +645,30 @@ def test_allowlist_names_resolve_or_are_standins() -> None:
             assert obj is dict
         elif name.split(".")[0] in ("builtins", "collections", "typing", "argparse", "pathlib", "omegaconf"):
             assert obj is not None, name
+
+
+# -- every floating tensor must be finite ---------------------------------------------------------------------
+def test_non_finite_names_each_tensor_with_its_counts_and_nothing_else() -> None:
+    from ckptgate.loading import NonFinite, check_finite, non_finite
+
+    state = {
+        "model.w": torch.tensor([1.0, float("nan"), float("inf"), -float("inf")]),
+        "ema.w": torch.full((3,), float("nan"), dtype=torch.bfloat16),
+        "z": torch.tensor([1 + 1j, complex("nan")]),
+        "big": torch.full((10,), 3e38),  # its sum overflows: finite values are not flagged
+        "half": torch.full((4,), 60000.0, dtype=torch.float16),  # summed wide, not in float16
+        "steps": torch.tensor(7),  # integers: never checked
+        "empty": torch.zeros(0),
+    }
+    assert non_finite(state) == [
+        NonFinite("model.w", 1, 2, 4),
+        NonFinite("ema.w", 3, 0, 3),
+        NonFinite("z", 1, 0, 2),
+    ]
+    with pytest.raises(CheckError) as info:
+        check_finite(state)
+    assert str(info.value) == (
+        "3 of 6 floating tensors in the state_dict hold non-finite values (diverged or corrupt weights): "
+        "model.w (1 NaN + 2 Inf of 4), ema.w (3 NaN of 3), z (1 NaN of 2)"
+    )
+    check_finite({"big": state["big"], "half": state["half"], "steps": state["steps"]})

@@ -9,11 +9,15 @@ only train the model (learning rate, optimizer, scheduler, batch size, pretraine
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from ckptgate.configs import AmbiguousConfig, ResolvedConfig
+from ckptgate.errors import CheckError
 
 # Keys that shape training, not the trained network: a difference there does not make another model.
 # Each pattern matches a whole dotted key or any one of its segments (``optimizer`` covers ``optimizer.lr``).
@@ -33,6 +37,8 @@ DEFAULT_IGNORED = (
     "max_epochs",
     "max_steps",
     "pretrained",
+    "seed",
+    "*_seed",  # init_seed, data_seed: where training started, not what it ended with
     "_instantiator",
     "_class_path",
 )
@@ -107,3 +113,50 @@ def differences(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> list[Diff
 def describe(found: list[Difference], limit: int = 4) -> str:
     more = f"; … (+{len(found) - limit} more)" if len(found) > limit else ""
     return "; ".join(d.describe() for d in found[:limit]) + more
+
+
+def choose(
+    found: Sequence[ResolvedConfig],
+    definitions: Sequence[Mapping[str, Any]],
+    stored: Callable[[], Mapping[str, Any] | None],
+    *,
+    relpath: str,
+    stem: str,
+) -> ResolvedConfig:
+    """Several run logs at one distance from a checkpoint (trainings into one ``dirpath``): the first when they
+    all define the same model; else the first that agrees with the checkpoint's stored definition (``stored``,
+    asked only then: it reads the checkpoint). Raises when none agrees, or nothing in the checkpoint tells."""
+    if all(definition == definitions[0] for definition in definitions):
+        return found[0]
+    listed = ", ".join(resolved.where for resolved in found)
+    theirs = stored()
+    if theirs is None:
+        first = describe(differences(definitions[0], definitions[1]), limit=3)
+        raise AmbiguousConfig(
+            f"{len(found)} run logs could be the config of {relpath} and they disagree ({found[0].where} vs "
+            f"{found[1].where}: {first}); the checkpoint stores no hyper_parameters that tell which training "
+            f"wrote it. Run pytest with --fix to prove each by the weights, or write {stem}.config.json "
+            f"beside it with the right `model` section. Candidates: {listed}"
+        )
+    for resolved, definition in zip(found, definitions, strict=True):
+        if not differences(definition, theirs):
+            note = f"chosen among {len(found)} run logs ({listed}): the one that agrees with the checkpoint"
+            return dataclasses.replace(resolved, notes=(*resolved.notes, note))
+    nearest = describe(differences(definitions[0], theirs))
+    raise CheckError(
+        f"none of the {len(found)} run logs beside {relpath} agrees with the hyper_parameters stored in it "
+        f"({found[0].where} vs the checkpoint: {nearest}); they belong to other trainings. Candidates: {listed}"
+    )
+
+
+def contradiction(config: ResolvedConfig, ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> str | None:
+    """Why ``config`` (its definition ``ours``) is not the config of a checkpoint that stores ``theirs``."""
+    found = differences(ours, theirs)
+    if not found:
+        return None
+    return (
+        f"the config contradicts the checkpoint: {config.label} and the hyper_parameters stored in the "
+        f"checkpoint differ in {len(found)} key(s) that define the model: {describe(found)} (config vs "
+        "checkpoint). It belongs to another training; use the config that trained this checkpoint (or list keys "
+        "that only train it in ckpt_hparams_ignore)"
+    )

@@ -12,7 +12,6 @@ replaces every parameter and buffer, so the reused model holds exactly the new c
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 from collections import OrderedDict
@@ -224,26 +223,27 @@ class Gate:
         it (:func:`ckptgate.configs.resolve_config`), else the hyperparameters stored in it. Among several run
         logs that could be its config, the one that agrees with the checkpoint's own hyperparameters."""
         try:
-            return configs.resolve_config(ckpt, self.settings.outputs_dir, usable=self._buildable)
+            return configs.resolve_config(
+                ckpt, self.settings.outputs_dir, usable=lambda found: self.unbuildable(found) is None
+            )
         except configs.SeveralConfigs as several:
-            return self._choose(ckpt, several.found)
+            definitions = [self.definition(resolved) for resolved in several.found]
+            return agreement.choose(
+                several.found, definitions, lambda: self.stored_definition(ckpt), relpath=ckpt.relpath, stem=ckpt.stem
+            )
         except configs.ConfigNotFound as missing:
             try:
-                stored = self.stored_config(ckpt)
+                own = self.stored_config(ckpt)
             except CheckError as exc:
                 raise missing.with_hint(
                     f"and its own hyper_parameters cannot be read: the file {first_line(exc.message, 160)}"
                 ) from None
-            if stored is None:
-                raise missing.with_hint(
-                    "run pytest with --fix to recover it", "the checkpoint's hyper_parameters (none stored)"
-                ) from None
-            if not self._buildable(stored):
-                raise missing.with_hint(
-                    "run pytest with --fix to recover it",
-                    f"the checkpoint's hyper_parameters ({self._unbuildable_reason(stored)})",
-                ) from None
-            return stored
+            why = "none stored" if own is None else self.unbuildable(own)
+            if why is not None:
+                hint = "run pytest with --fix to recover it"
+                raise missing.with_hint(hint, f"the checkpoint's hyper_parameters ({why})") from None
+            assert own is not None
+            return own
 
     def stored_config(self, ckpt: CheckpointRecord) -> configs.ResolvedConfig | None:
         """The checkpoint's own ``hyper_parameters`` as a config (reads the checkpoint, weights-only)."""
@@ -254,50 +254,24 @@ class Gate:
         route = self.router.choose(resolved)
         return route, route.section(resolved)
 
-    def _buildable(self, resolved: configs.ResolvedConfig) -> bool:
-        """A run log counts as a config when the model can be built from it (not an empty ``hparams.yaml``)."""
+    def unbuildable(self, resolved: configs.ResolvedConfig) -> str | None:
+        """Why no model can be built from ``resolved`` (an empty ``hparams.yaml``, no `model` section for a
+        factory), or None: a run log counts as a config only when a model can be built from it."""
         try:
             _, section = self.section_of(resolved)
-        except CheckError:
-            return False
-        return bool(section.args or section.class_path)
-
-    def _unbuildable_reason(self, resolved: configs.ResolvedConfig) -> str:
-        try:
-            self.section_of(resolved)
         except CheckError as exc:
             return first_line(exc.message)
-        return "no arguments"
+        return None if section.args or section.class_path else "no arguments"
 
-    def _definition(self, resolved: configs.ResolvedConfig) -> dict[str, Any]:
-        _, section = self.section_of(resolved)
+    def definition(self, resolved: configs.ResolvedConfig, route: Route | None = None) -> dict[str, Any]:
+        """The keys of ``resolved`` that define the model, as ``route`` (else the router's) builds from it."""
+        section = route.section(resolved) if route is not None else self.section_of(resolved)[1]
         return agreement.definition(section.args, section.class_path, self.settings.ignored_keys)
 
-    def _choose(self, ckpt: CheckpointRecord, found: tuple[configs.ResolvedConfig, ...]) -> configs.ResolvedConfig:
-        """Several trainings logged beside one ``dirpath``: their configs agree, or the checkpoint says which."""
-        definitions = [self._definition(resolved) for resolved in found]
-        if all(definition == definitions[0] for definition in definitions):
-            return found[0]
-        listed = ", ".join(resolved.where for resolved in found)
+    def stored_definition(self, ckpt: CheckpointRecord) -> dict[str, Any] | None:
+        """What the checkpoint's stored hyperparameters say defines its model; None when they say nothing."""
         own = self.stored_config(ckpt)
-        if own is None or not self._buildable(own):
-            first = agreement.describe(agreement.differences(definitions[0], definitions[1]), limit=3)
-            raise configs.AmbiguousConfig(
-                f"{len(found)} run logs could be the config of {ckpt.relpath} and they disagree ({found[0].where} vs "
-                f"{found[1].where}: {first}); the checkpoint stores no hyper_parameters that tell which training "
-                f"wrote it. Run pytest with --fix to prove each by the weights, or write {ckpt.stem}.config.json "
-                f"beside it with the right `model` section. Candidates: {listed}"
-            )
-        theirs = self._definition(own)
-        for resolved, definition in zip(found, definitions, strict=True):
-            if not agreement.differences(definition, theirs):
-                note = f"chosen among {len(found)} run logs ({listed}): the one that agrees with the checkpoint"
-                return dataclasses.replace(resolved, notes=(*resolved.notes, note))
-        nearest = agreement.describe(agreement.differences(definitions[0], theirs))
-        raise CheckError(
-            f"none of the {len(found)} run logs beside {ckpt.relpath} agrees with the hyper_parameters stored in "
-            f"it ({found[0].where} vs the checkpoint: {nearest}); they belong to other trainings. Candidates: {listed}"
-        )
+        return None if own is None or self.unbuildable(own) is not None else self.definition(own)
 
     def validated(self, ckpt: CheckpointRecord) -> ValidConfig:
         """Stage 2: the model section exists, fits the schema, the route's checks (a LightningModule's signature)
@@ -414,27 +388,16 @@ class Gate:
 
     def check_agreement(self, ckpt: CheckpointRecord, valid: ValidConfig, obj: Any) -> None:
         """A config found beside the checkpoint must say what the checkpoint itself says about the model."""
-        if valid.resolved.kind == stored.KIND:
-            return
-        own = stored.stored_config(ckpt, obj)
+        own = stored.stored_config(ckpt, obj) if valid.resolved.kind != stored.KIND else None
         if own is None:
             return
         try:
-            theirs = valid.route.section(own)
+            theirs = self.definition(own, valid.route)
         except CheckError:  # its hyperparameters are not this route's kind of config: nothing to compare
             return
-        ignored = self.settings.ignored_keys
-        found = agreement.differences(
-            agreement.definition(valid.section.args, valid.section.class_path, ignored),
-            agreement.definition(theirs.args, theirs.class_path, ignored),
-        )
-        if found:
-            raise CheckError(
-                f"the config contradicts the checkpoint: {valid.resolved.label} and the hyper_parameters stored in "
-                f"the checkpoint differ in {len(found)} key(s) that define the model: {agreement.describe(found)} "
-                f"(config vs checkpoint). It belongs to another training; use the config that trained this "
-                "checkpoint (or list keys that only train it in ckpt_hparams_ignore)"
-            )
+        why = agreement.contradiction(valid.resolved, self.definition(valid.resolved, valid.route), theirs)
+        if why is not None:
+            raise CheckError(why)
 
     def read(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> tuple[Any, Any, Any]:
         """The checkpoint's object and weights, read weights-only onto the device; errors name the file. The last

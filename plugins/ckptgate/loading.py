@@ -667,7 +667,12 @@ def non_finite(state_dict: Mapping[str, Any]) -> list[NonFinite]:
     for key, value in state_dict.items():
         if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()):
             continue
-        if value.numel() and not bool(torch.isfinite(value).all()):
+        # A sum is finite only where every element is: one pass without a mask, ~10x cheaper than isfinite().
+        # all(); a sum that overflows (finite values) falls through to the exact count, which finds nothing.
+        wide = torch.float32 if value.is_floating_point() and value.element_size() < 4 else None
+        if not value.numel() or bool(torch.isfinite(value.sum(dtype=wide))):
+            continue
+        if not bool(torch.isfinite(value).all()):
             nan = int(torch.isnan(value).sum())
             found.append(NonFinite(str(key), nan, int((~torch.isfinite(value)).sum()) - nan, value.numel()))
     return found
@@ -678,7 +683,13 @@ def check_finite(state_dict: Mapping[str, Any]) -> None:
     bad = non_finite(state_dict)
     if not bad:
         return
-    floating = sum(1 for value in state_dict.values() if getattr(value, "is_floating_point", lambda: False)())
+    import torch
+
+    floating = sum(
+        1
+        for value in state_dict.values()
+        if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex())
+    )
     shown = ", ".join(item.describe() for item in bad[:3]) + (f", … (+{len(bad) - 3} more)" if len(bad) > 3 else "")
     raise CheckError(
         f"{len(bad)} of {floating} floating tensors in the state_dict hold non-finite values (diverged or corrupt "
