@@ -7,13 +7,13 @@ section as an ``omegaconf.DictConfig``, exactly what those classes expect.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ckptgate.errors import CheckError, describe_exception
-from ckptgate.routes.protocol import BuildContext, Section, check_module, import_spec, model_section, parse_spec
+from ckptgate.routes.protocol import BuildContext, ModelSectionRoute, Section, check_module, import_spec, parse_spec
 
 OPTION = "--ckpt-model-factory / ckpt_model_factory"
 
@@ -31,23 +31,13 @@ def load_factory(spec: str, rootdir: Path) -> Callable[..., Any]:
 
 
 @dataclass(frozen=True)
-class FactoryRoute:
-    spec: str
+class FactoryRoute(ModelSectionRoute):
+    spec: str = ""
     name: str = "factory"
-    reusable: bool = True  # a factory must build from the section alone (README)
-
-    def section(self, resolved: Any) -> Section:
-        return model_section(
-            resolved,
-            "The factory is called with it; a LightningModule's flat arguments are built with "
-            "--ckpt-lightning-module pkg.module:Class instead.",
-        )
-
-    def problems(self, section: Section, context: BuildContext) -> list[str]:
-        return []
-
-    def prepare_weights(self, model: Any, stored: Any, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
-        return state_dict
+    hint: str = (
+        "The factory is called with it; a LightningModule's flat arguments are built with "
+        "--ckpt-lightning-module pkg.module:Class instead."
+    )
 
     def build(self, section: Section, context: BuildContext) -> tuple[Any, str]:
         from omegaconf import OmegaConf
@@ -59,6 +49,3 @@ class FactoryRoute:
         except Exception as exc:
             raise CheckError(f"building the model with {how} failed: {describe_exception(exc)}") from None
         return check_module(model, how), how
-
-    def loads_whole_state_dict(self) -> bool:
-        return False

@@ -6,13 +6,12 @@ The by-name target check ran at validation; just before the call, what each ``_t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ckptgate import targets
 from ckptgate.errors import CheckError, describe_exception
-from ckptgate.routes.protocol import BuildContext, Section, check_module, ensure_importable_from, model_section
+from ckptgate.routes.protocol import BuildContext, ModelSectionRoute, Section, check_module, ensure_importable_from
 
 NO_ROUTE = (
     "cannot build a model: the model section has no `_target_`, no pytest_ckptgate_build_model hook answered, and "
@@ -23,22 +22,12 @@ NO_ROUTE = (
 
 
 @dataclass(frozen=True)
-class InstantiateRoute:
+class InstantiateRoute(ModelSectionRoute):
     name: str = "instantiate"
-    reusable: bool = True
-
-    def section(self, resolved: Any) -> Section:
-        return model_section(
-            resolved,
-            "If the checkpoint's hyperparameters are a LightningModule's arguments, set --ckpt-lightning-module "
-            "pkg.module:Class.",
-        )
-
-    def problems(self, section: Section, context: BuildContext) -> list[str]:
-        return []
-
-    def prepare_weights(self, model: Any, stored: Any, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
-        return state_dict
+    hint: str = (
+        "If the checkpoint's hyperparameters are a LightningModule's arguments, set --ckpt-lightning-module "
+        "pkg.module:Class."
+    )
 
     def build(self, section: Section, context: BuildContext) -> tuple[Any, str]:
         target = section.args.get("_target_")
@@ -69,6 +58,3 @@ class InstantiateRoute:
                 )
             raise CheckError(f"building the model with {how} failed: {describe_exception(cause)}. {hint}") from None
         return check_module(model, how), how
-
-    def loads_whole_state_dict(self) -> bool:
-        return False

@@ -123,6 +123,27 @@ def check_module(model: Any, how: str) -> Any:
     return model
 
 
+class ModelSectionRoute:
+    """What the routes that build from the config's ``model`` section share: they check nothing beyond the
+    schema, load the weights under the wrapper's prefix (``model.``), and leave the state dict as it is."""
+
+    name: str
+    reusable: bool = True  # built from the section alone: one model serves every checkpoint with that section
+    hint: str = ""  # said when a config has no `model` section
+
+    def section(self, resolved: ResolvedConfig) -> Section:
+        return model_section(resolved, self.hint)
+
+    def problems(self, section: Section, context: BuildContext) -> list[str]:
+        return []
+
+    def prepare_weights(self, model: Any, stored: Any, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+        return state_dict
+
+    def loads_whole_state_dict(self) -> bool:
+        return False
+
+
 def model_section(resolved: ResolvedConfig, hint: str) -> Section:
     """The document's ``model`` section (``model`` or ``<key>.model``): what factories and Hydra build from."""
     if resolved.model_key is None:
