@@ -45,7 +45,7 @@ CPU = torch.device("cpu")
     [
         ("1,3,64,64", (1, 3, 64, 64)),
         ("2x3x8x8", (2, 3, 8, 8)),
-        ("4", (4,)),
+        ("4,7", (4, 7)),
         (" 2, 3 ,5 ", (2, 3, 5)),
         ("2x3,4", (2, 3, 4)),
     ],
@@ -64,12 +64,20 @@ def test_parse_shape_rejects(text: str) -> None:
 
 
 @given(
-    shape=st.lists(st.integers(min_value=1, max_value=10_000), min_size=1, max_size=6),
+    shape=st.lists(st.integers(min_value=1, max_value=10_000), min_size=2, max_size=5),
     separator=st.sampled_from([",", "x", ", "]),
 )
 @settings(max_examples=100, deadline=None)
 def test_parse_shape_round_trips(shape: list[int], separator: str) -> None:
     assert parse_shape(separator.join(map(str, shape))) == tuple(shape)
+
+
+@pytest.mark.parametrize("text", ["4", "64", "1,2,3,4,5,6"])
+def test_parse_shape_wants_a_batch_size_and_one_samples_shape(text: str) -> None:
+    """The help promises N,C,H,W (or another batch of 2 to 5 values): a lone size or six values mean nothing."""
+    with pytest.raises(ValueError) as info:
+        parse_shape(text)
+    assert str(info.value).startswith(f"--ckpt-input-shape {text!r}: {len(text.split(','))} value(s); expected N,C,H,W")
 
 
 def test_default_shape_is_an_image_batch_of_one() -> None:

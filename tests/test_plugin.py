@@ -242,13 +242,15 @@ def test_a_pickle_payload_is_refused_named_and_never_run(
 
 
 @pytest.mark.skipif(GPU, reason="a CUDA GPU is visible here: test_cuda_asked_for_runs_the_forward_check_on_the_gpu")
-def test_cuda_asked_for_on_a_machine_without_one_fails_clearly(
+def test_cuda_asked_for_on_a_machine_without_one_is_a_usage_error(
     pytester: pytest.Pytester, gate_tree: Callable[..., Path]
 ) -> None:
+    """A setting that cannot work here is the run's fault, said once: not a failure of every checkpoint."""
     gate_tree("exp/checkpoints/best.ckpt", {"model": model_section()})
     result = run(pytester, "--ckpt-device", "cuda", "-k", "forward")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*--ckpt-device cuda was asked for, but no CUDA GPU visible*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--ckpt-device cuda: no CUDA GPU visible*; use --ckpt-device auto or cpu"])
+    assert "PASSED" not in result.stdout.str() and "FAILED" not in result.stdout.str()
 
 
 @pytest.mark.skipif(not GPU, reason=NO_GPU)
@@ -397,14 +399,92 @@ def test_the_verdict_says_how_the_model_was_built_and_which_file_was_passed_over
     assert properties["config_skipped"].startswith("passed over a broken sidecar: ")
 
 
-def test_missing_outputs_dir_is_reported_and_empty_one_skips(pytester: pytest.Pytester) -> None:
+def test_missing_or_empty_outputs_dir_is_never_green(pytester: pytest.Pytester) -> None:
+    """A typo in a CI path, or a folder of exports with another suffix: the gate checked nothing, it says so and
+    fails, unless the user says an empty tree is fine."""
     result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "nowhere")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*ckptgate: outputs directory *nowhere does not exist; pass --ckpt-outputs DIR*"])
     (pytester.path / "empty").mkdir()
-    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "empty", "-rs")
-    result.stdout.fnmatch_lines(["*no [*].ckpt files under *empty*"])
+    (pytester.path / "empty" / "model.pt").write_bytes(b"not searched")
+    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "empty")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        ["*ckptgate: no checkpoint file (*.ckpt) under *empty; pass --ckpt-allow-empty if an empty tree is fine"]
+    )
+    result.stdout.fnmatch_lines(["*= 1 error in *"])  # one collection error, not one failure per check
+    result = pytester.runpytest(*CHECKS, "--ckpt-outputs", "empty", "--ckpt-allow-empty", "-rs")
+    result.stdout.fnmatch_lines(["*no checkpoint file (*.ckpt) under *empty*"])
     assert result.ret == pytest.ExitCode.OK
+
+
+def test_select_chooses_checkpoints_by_path_the_way_k_cannot(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    for relpath in ("run a/epoch=3-step=9.ckpt", "run a/epoch=4-step=12.ckpt", "ünï/best.ckpt"):
+        gate_tree(relpath, {"model": model_section()})
+    result = run(pytester, "--ckpt-device", "cpu", "--ckpt-select", "run a/epoch=3*", "--ckpt-select", "ünï/*")
+    assert sorted(name for name in outcomes_by_id(result) if name.startswith("test_config_present")) == [
+        r"test_config_present[\xfcn\xef/best.ckpt]",  # pytest escapes the id; the selection is by the real name
+        "test_config_present[run a/epoch=3-step=9.ckpt]",
+    ]
+    result.assert_outcomes(passed=8)
+    result = run(pytester, "--ckpt-select", "run b/*")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(["*none of the 3 checkpoint(s) under *outputs matches --ckpt-select run b/[*]*"])
+
+
+@pytest.mark.parametrize("parallel", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_factory_that_cannot_be_imported_is_the_settings_fault_not_the_checkpoints(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path], parallel: tuple[str, ...]
+) -> None:
+    """The module exists (no typo a start-up check could see) but fails when imported: one usage error, and no
+    checkpoint is called unusable for it."""
+    for run_folder in ("a", "b", "c"):
+        gate_tree(f"{run_folder}/best.ckpt", {"model": model_section()})
+    pytester.makepyfile(
+        gpumodels="raise ImportError('this module needs the CUDA build of a kernel')\ndef build(cfg): ...\n"
+    )
+    result = pytester.runpytest_subprocess(
+        *CHECKS,
+        "--ckpt-model-factory",
+        "gpumodels:build",
+        "--ckpt-target-allow",
+        "mymodels",
+        "-p",
+        "no:randomly",
+        *parallel,
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stdout.fnmatch_lines(
+        [
+            "*= ckptgate =*",
+            "stopped: no checkpoint was judged, a setting cannot work: cannot import model factory 'gpumodels:build' "
+            "(--ckpt-model-factory / ckpt_model_factory): ImportError: this module needs the CUDA build of a kernel*",
+        ]
+    )
+    assert "UNUSABLE" not in result.stdout.str() and "checkpoint(s) checked" not in result.stdout.str()
+
+
+def test_options_that_cannot_mean_anything_are_usage_errors(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    for args, said in (
+        (("--ckpt-input-shape", "1"), "*--ckpt-input-shape '1': 1 value(s); expected N,C,H,W*"),
+        (("--ckpt-input-shape", "1,2,3,4,5,6"), "*--ckpt-input-shape '1,2,3,4,5,6': 6 value(s)*"),
+        (("--fix", "--fix-dry-run"), "*--fix and --fix-dry-run: choose one*"),
+        (("--ckpt-time-tolerance", "-5"), "*--ckpt-time-tolerance '-5': expected a number of seconds, 0 or more*"),
+        (("--ckpt-model-factory", "mymodels:buidl"), "*defines no 'buidl' at its top level*"),
+        (("--ckpt-model-factory", "mymodelz:build"), "*no module 'mymodelz' importable from the rootdir*"),
+        (("--ckpt-lightning-module", "mymodels:Nett"), "*defines no 'Nett' at its top level*"),
+    ):
+        result = pytester.runpytest(*CHECKS, *args)
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, args
+        result.stderr.fnmatch_lines([said])
+        assert "checkpoint(s) checked" not in result.stdout.str()  # no checkpoint blamed for a setting
+    result = pytester.runpytest(*CHECKS, "--ckpt-device", "tpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_user_schema_replaces_the_bundled_one(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
@@ -608,6 +688,30 @@ def test_fix_writes_a_proven_sidecar_and_the_same_session_tests_it(
     import hashlib
 
     assert written["_provenance"]["source"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_fix_shows_its_progress_on_a_terminal_and_its_time_in_its_summary(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    gate_tree("exp_20251017_215423/checkpoints/best.ckpt")
+    wandb_run(pytester.path, "run-20251017_215424-j8v6ba0v", {"model": model_section()})
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.hookimpl(trylast=True)
+        def pytest_configure(config):
+            config.pluginmanager.get_plugin("terminalreporter").isatty = lambda: True  # as on a terminal
+        """
+    )
+    result = run(pytester, "--fix-dry-run", "--ckpt-device", "cpu")
+    assert "ckptgate --fix: tracing 1/1 exp_20251017_215423/checkpoints/best.ckpt" in result.stdout.str()
+    result.stdout.fnmatch_lines(["1 checkpoint(s) without a config: 1 would-write (in *.* s, before the checks)"])
+    quiet = run(pytester, "--fix-dry-run", "--ckpt-device", "cpu", "-q")
+    assert "tracing 1/1" not in quiet.stdout.str()  # -q: no progress
+    (pytester.path / "conftest.py").unlink()
+    piped = pytester.runpytest_subprocess(*CHECKS, "--fix-dry-run", "--ckpt-device", "cpu")
+    assert "tracing" not in piped.stdout.str()  # not a terminal: no progress
 
 
 def test_fix_finds_the_wandb_run_hydra_keeps_in_the_run_folder(

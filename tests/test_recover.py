@@ -524,3 +524,13 @@ def test_started_times_in_metadata_are_used_when_the_folder_stamp_is_far(tree: T
     assert trace.outcome == "written"
     provenance = json.loads(tree.sidecar().read_text())["_provenance"]
     assert provenance["matched_by"].endswith("read as UTC")
+
+
+def test_unrecoverable_says_none_fits_the_weights_only_when_weights_were_tried(tree: Tree) -> None:
+    tree.checkpoint()
+    tree.run(model={"name": "net", "width": 4, "_target_": "os.system"})  # refused before anything is built
+    [trace] = tree.recover()
+    assert trace.outcome == "unrecoverable"
+    assert trace.reason.startswith("1 candidate(s), each rejected before its weights were tried; wandb run-")
+    assert "none fits the weights" not in trace.reason
+    assert not trace.attempts[0].weights_tried

@@ -107,7 +107,14 @@ def test_markdown_and_json_reports_say_which_checkpoints_are_usable_and_why(
     assert "good_20251016" not in text.split("## Disk Space")[0]  # usable ones are not in the unusable list
     rows = table_rows(text)
     header = rows[rows.index(next(r for r in rows if r[0] == "Checkpoint Path"))]
-    assert header == ["Checkpoint Path", "Size (MB)", "Created (UTC)", "Type", "Root cause", "Recoverable with `--fix`"]
+    assert header == [
+        "Checkpoint Path",
+        "Size (MB)",
+        "Modified (UTC)",
+        "Type",
+        "Root cause",
+        "Recoverable with `--fix`",
+    ]
     lost_row = next(r for r in rows if "lost_20251017" in r[0])
     assert len(lost_row) == len(header)  # renders as a table on GitHub: no stray pipes
     assert lost_row[3] == "Best checkpoint"
@@ -365,3 +372,20 @@ def test_the_ci_recipe_parses_and_uses_only_real_options(pytester: pytest.Pytest
     with pytest.raises(SystemExit) as exit_info:
         ckptgate_main(["merge", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_the_report_suggests_fix_dry_run_only_where_fix_would_trace_and_shows_small_sizes() -> None:
+    from ckptgate.markdown import _fix_cell, _size, traceable
+
+    def entry(check: str, message: str) -> dict[str, Any]:
+        return {"root_cause": {"check": check, "message": message}, "recovery": None}
+
+    missing = entry("config_present", "no config found; run pytest with --fix to recover it")
+    ambiguous = entry("config_present", "2 run logs could be the config of a/best.ckpt and they disagree (...)")
+    broken = entry("config_present", "a/best.config.json: not valid JSON: Expecting value at line 1")
+    weights = entry("weights_load", "weights do not fit the model built by factory m:b")
+    assert [traceable(e) for e in (missing, ambiguous, broken, weights)] == [True, True, False, False]
+    assert _fix_cell(missing, None) == "not traced (run with `--fix-dry-run`)"
+    assert _fix_cell(broken, None) == "n/a (its config file is broken: mend it)"
+    assert _fix_cell(weights, None) == "n/a (has a config)"
+    assert [_size(n) for n in (0, 2_000, 31_400_000)] == ["0.0", "0.002", "31.4"]

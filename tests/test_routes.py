@@ -18,6 +18,7 @@ from ckptgate.configs import ResolvedConfig
 from ckptgate.errors import CheckError
 from ckptgate.routes import BuildContext, Router, hook
 from ckptgate.routes.factory import load_factory, parse_factory_spec
+from ckptgate.routes.protocol import SetupError
 from ckptgate.routes.protocol import SpecError as FactorySpecError
 from omegaconf import DictConfig
 
@@ -210,7 +211,11 @@ def test_load_factory_missing_attribute(tmp_path: Path, write_module: Callable[[
 
 def test_load_factory_not_callable(tmp_path: Path, write_module: Callable[[str], str]) -> None:
     name = write_module(FACTORY_SOURCE)
-    with pytest.raises(CheckError, match=f"'{name}:NOT_CALLABLE' is not callable \\(it is of type int\\)"):
+    with pytest.raises(
+        SetupError,
+        match=rf"'{name}:NOT_CALLABLE' \(--ckpt-model-factory / ckpt_model_factory\) is not callable "
+        r"\(it is of type int\)",
+    ):
         load_factory(f"{name}:NOT_CALLABLE", tmp_path)
 
 

@@ -51,12 +51,18 @@ INPUT_MISMATCH = tuple(
 )
 
 
+SHAPE_HELP = "N,C,H,W: the batch size, then one sample's shape (N,F, N,C,L and N,C,D,H,W too: 2 to 5 values)"
+
+
 def parse_shape(text: str) -> tuple[int, ...]:
-    """``"1,3,64,64"`` -> ``(1, 3, 64, 64)``; raises ValueError with the expected form."""
+    """``"1,3,64,64"`` -> ``(1, 3, 64, 64)``; a batch size and one sample's shape, 2 to 5 positive integers (a
+    lone ``64`` or six values are no batch of anything a model takes); raises ValueError with the expected form."""
     parts = [part.strip() for part in text.strip().replace("x", ",").split(",")]
     shape = tuple(int(part) for part in parts if part.isdigit())
     if not parts or len(shape) != len(parts) or any(dim < 1 for dim in shape):
-        raise ValueError(f"--ckpt-input-shape {text!r}: expected positive integers like 1,3,64,64")
+        raise ValueError(f"--ckpt-input-shape {text!r}: expected positive integers like 1,3,64,64 ({SHAPE_HELP})")
+    if not 2 <= len(shape) <= 5:
+        raise ValueError(f"--ckpt-input-shape {text!r}: {len(shape)} value(s); expected {SHAPE_HELP}")
     return shape
 
 

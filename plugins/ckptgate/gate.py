@@ -16,6 +16,7 @@ import enum
 import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ckptgate.documents import find_unloaded
 from ckptgate.errors import CheckError, describe_exception, first_line
 from ckptgate.routes import BuildContext, Route, Router, Section
 from ckptgate.routes import hook as hook_route
+from ckptgate.routes.protocol import SetupError
 
 
 class Check(str, enum.Enum):
@@ -46,6 +48,7 @@ class Failure:
 
     check: Check
     message: str
+    setup: bool = False  # the settings' fault (code an option names cannot be used), not the checkpoint's
 
 
 class CheckFailed(CheckError):
@@ -81,6 +84,9 @@ class GateSettings:
     safe_globals: tuple[str, ...] = ()
     hparams_ignore: tuple[str, ...] = ()  # more keys that only train the model (see agreement.DEFAULT_IGNORED)
     shard: tuple[int, int] | None = None  # (K, N): only the checkpoints of shard K of N
+    select: tuple[str, ...] = ()  # globs on the relative path: only the checkpoints matching one
+    allow_empty: bool = False  # an outputs dir without checkpoints passes
+    patterns: tuple[str, ...] = ("*.ckpt",)  # file (or folder) names that are checkpoints
 
     @property
     def allowed_targets(self) -> tuple[str, ...]:
@@ -158,7 +164,10 @@ class Gate:
     _problems: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict, repr=False)
     _last_read: tuple[str, Any] | None = field(default=None, repr=False)  # (relpath, what read() returned)
     _routes_used: dict[str, str] = field(default_factory=dict, repr=False)  # relpath -> how it was built
+    _setup: Failure | None = field(default=None, repr=False)  # the settings' fault, once met: every later check
     builds: int = field(default=0, repr=False)  # models built so far (for tests and benchmarks)
+    discovered: int = field(default=0, repr=False)  # checkpoints under the outputs dir, before selection
+    selected: int = field(default=0, repr=False)  # of them, matching --ckpt-select (before sharding)
 
     def __post_init__(self) -> None:
         configs.clear_cache()  # folder listings are per session: files change between sessions
@@ -169,6 +178,11 @@ class Gate:
         """The checkpoints this process checks (this shard's, with --ckpt-shard), found once."""
         if self._discovery is None:
             found = discover(self.settings.outputs_dir)
+            self.discovered = len(found.checkpoints)
+            if self.settings.select:
+                globs = self.settings.select
+                found.checkpoints = [c for c in found.checkpoints if any(fnmatchcase(c.relpath, g) for g in globs)]
+            self.selected = len(found.checkpoints)
             if self.settings.shard is not None:
                 index, count = self.settings.shard
                 found.checkpoints = [c for c in found.checkpoints if sharding.shard_of(c.relpath, count) == index]
@@ -194,11 +208,15 @@ class Gate:
     def _stage(self, ckpt: CheckpointRecord, check: Check, device: str, run: Any) -> Any:
         key = (ckpt.relpath, check, device)
         outcome = self._outcomes.get(key, _MISSING)
+        if outcome is _MISSING and self._setup is not None and check is not Check.CONFIG_PRESENT:
+            outcome = self._setup  # the code a setting names cannot be used: nothing to try again
         if outcome is _MISSING:
             try:
                 outcome = run()
             except CheckFailed as exc:  # a prerequisite failed: remember its root cause
                 outcome = exc.root
+            except SetupError as exc:
+                outcome = self._setup = Failure(check, exc.message, setup=True)
             except CheckError as exc:
                 outcome = Failure(check, exc.message)
             self._outcomes[key] = outcome

@@ -620,6 +620,11 @@ class LoadReport:
     ignored: tuple[str, ...]  # checkpoint keys outside the prefix (loss buffers, metrics of the wrapper)
 
 
+class LoadError(CheckError):
+    """The weights were tried against a built model and do not fit it (``--fix`` tells this from a candidate
+    rejected before its weights were ever tried)."""
+
+
 def load_weights(
     model: Any, state_dict: Mapping[str, Any], *, how: str = "the model", whole: bool = False
 ) -> LoadReport:
@@ -634,13 +639,13 @@ def load_weights(
     diff = compare(weights, model_state)
     shown_prefix = f"checkpoint prefix {prefix!r}" if prefix else "no checkpoint prefix"
     if not weights:
-        raise CheckError(f"no weights to load: the checkpoint's state_dict is empty ({shown_prefix})")
+        raise LoadError(f"no weights to load: the checkpoint's state_dict is empty ({shown_prefix})")
     if not diff.ok:
-        raise CheckError(f"weights do not fit {how} ({shown_prefix}): {diff.describe()}")
+        raise LoadError(f"weights do not fit {how} ({shown_prefix}): {diff.describe()}")
     try:
         model.load_state_dict(weights, strict=True)
     except Exception as exc:
-        raise CheckError(f"load_state_dict into {how} failed: {type(exc).__name__}: {first_line(str(exc))}") from None
+        raise LoadError(f"load_state_dict into {how} failed: {type(exc).__name__}: {first_line(str(exc))}") from None
     return LoadReport(prefix, len(weights), ignored)
 
 

@@ -55,13 +55,29 @@ def _day_heading(day: str) -> str:
     return _long_date(datetime.strptime(day, "%Y-%m-%d"))
 
 
+def traceable(entry: dict[str, Any]) -> bool:
+    """Whether ``--fix`` would trace this checkpoint: it has no config, or only run logs that disagree (a config
+    that is there but broken is the user's to mend: ``--fix`` leaves it, and says nothing about it)."""
+    cause = entry["root_cause"] or {}
+    message = str(cause.get("message") or "")
+    return cause.get("check") == "config_present" and (
+        message.startswith("no config found") or " run logs could be the config of " in message
+    )
+
+
+def _size(size_bytes: int) -> str:
+    """MB with one decimal; a small file with its significant digits, not ``0.0``."""
+    mb = size_bytes / MB
+    return f"{mb:.1f}" if mb >= 0.1 or not size_bytes else f"{mb:.2g}"
+
+
 def _fix_cell(entry: dict[str, Any], recovery_mode: str | None) -> str:
     recovery = entry["recovery"]
     if recovery is None:
-        cause = entry["root_cause"] or {}
-        if cause.get("check") == "config_present" and recovery_mode is None:
-            return "not traced (run with `--fix-dry-run`)"
-        return "n/a (has a config)" if cause.get("check") != "config_present" else "—"
+        if traceable(entry):
+            return "not traced (run with `--fix-dry-run`)" if recovery_mode is None else "—"
+        has_config = (entry["root_cause"] or {}).get("check") != "config_present"
+        return "n/a (has a config)" if has_config else "n/a (its config file is broken: mend it)"
     outcome, chosen = recovery["outcome"], recovery["chosen"]
     if outcome in ("would-write", "written", "exists") and chosen:
         verb = {"would-write": "yes: from", "written": "recovered from", "exists": "recovered from"}[outcome]
@@ -99,7 +115,7 @@ def render(document: dict[str, Any]) -> str:
             by_cause[(entry["root_cause"] or {}).get("check") or "unknown"] += 1
         lines += ["| Root cause (first failing check) | Checkpoints |", "|---|---:|"]
         lines += [f"| `{check}` | {count} |" for check, count in sorted(by_cause.items(), key=lambda kv: -kv[1])]
-        if document["recovery"] is None and by_cause.get("config_present"):
+        if document["recovery"] is None and any(traceable(entry) for entry in unusable):
             lines += ["", "Checkpoints without a config may be recoverable: run with `--fix-dry-run` to trace them."]
     else:
         lines.append("Every checked checkpoint is usable.")
@@ -110,7 +126,7 @@ def render(document: dict[str, Any]) -> str:
     for day in sorted(groups, reverse=True):
         lines += [f"### {_day_heading(day)}", ""]
         lines += [
-            "| Checkpoint Path | Size (MB) | Created (UTC) | Type | Root cause | Recoverable with `--fix` |",
+            "| Checkpoint Path | Size (MB) | Modified (UTC) | Type | Root cause | Recoverable with `--fix` |",
             "|---|---:|---|---|---|---|",
         ]
         for entry in sorted(groups[day], key=lambda e: e["path"]):
@@ -120,7 +136,7 @@ def render(document: dict[str, Any]) -> str:
                 message = message.split("; --fix ", 1)[0]
             baseline = " (baseline)" if entry["baseline"] else ""
             lines.append(
-                f"| {_code(entry['path'])} | {entry['size_bytes'] / MB:.1f} | {_when(entry['modified'])} | "
+                f"| {_code(entry['path'])} | {_size(entry['size_bytes'])} | {_when(entry['modified'])} | "
                 f"{_cell(entry['type'])}{baseline} | `{cause['check']}`: {_cell(message)} | "
                 f"{_fix_cell(entry, document['recovery'])} |"
             )
@@ -148,6 +164,6 @@ def render(document: dict[str, Any]) -> str:
         ]
         for e in usable:
             config = _cell(e["config_source"] or "")
-            lines.append(f"| {_code(e['path'])} | {e['size_bytes'] / MB:.1f} | {_cell(e['type'])} | {config} |")
+            lines.append(f"| {_code(e['path'])} | {_size(e['size_bytes'])} | {_cell(e['type'])} | {config} |")
         lines += ["", "</details>", ""]
     return "\n".join(lines)

@@ -7,6 +7,7 @@ neither torch nor the user's model code; nothing happens until a test asks for t
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,14 @@ import pytest
 from ckptgate import devices, preselect, resultcache, scheduling, sharding
 from ckptgate.baseline import BaselineError
 from ckptgate.discovery import CheckpointRecord, Discovery
-from ckptgate.forward import DEFAULT_INPUT_SHAPE, parse_forward_kwargs, parse_shape
+from ckptgate.forward import DEFAULT_INPUT_SHAPE, SHAPE_HELP, parse_forward_kwargs, parse_shape
 from ckptgate.gate import Check, CheckFailed, Gate, GateSettings
 from ckptgate.recovery.matching import DEFAULT_TOLERANCE_S, parse_offset
 from ckptgate.recovery.recover import RecoverySettings, RecoveryTrace, default_wandb_dir, recover
 from ckptgate.reporting import GateReporter, ReportSettings
 from ckptgate.routes.factory import parse_factory_spec
 from ckptgate.routes.lightning import parse_module_spec
-from ckptgate.routes.protocol import SpecError
+from ckptgate.routes.protocol import SpecError, locate_spec
 from ckptgate.schema import SchemaChecker, SchemaFileError
 
 GATE_KEY = pytest.StashKey[Gate]()
@@ -108,7 +109,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option(
         "--ckpt-input-shape",
         "ckpt_input_shape",
-        "shape of the dummy forward input (default: 1,3,64,64)",
+        f"shape of the dummy forward input of a model without example_input_array, {SHAPE_HELP} (default: 1,3,64,64)",
         default=",".join(map(str, DEFAULT_INPUT_SHAPE)),
         metavar="N,C,H,W",
     )
@@ -171,6 +172,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite the --ckpt-baseline file from this run (unusable in, usable out)",
     )
+    option(
+        "--ckpt-select",
+        "ckpt_select",
+        "check only the checkpoints whose path (relative to the outputs dir) matches GLOB: `=`, spaces and any "
+        "letters as they are, the way -k cannot (repeatable)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="GLOB",
+    )
+    group.addoption(
+        "--ckpt-allow-empty",
+        dest="ckpt_allow_empty",
+        action="store_true",
+        default=None,
+        help="an outputs dir without any checkpoint passes (by default it fails: a typo in a path is no green gate)",
+    )
+    parser.addini("ckpt_allow_empty", type="bool", default=False, help="see --ckpt-allow-empty")
     group.addoption(
         "--ckpt-shard",
         dest="ckpt_shard",
@@ -252,8 +271,10 @@ def settings_from(config: pytest.Config) -> GateSettings:
     try:
         if factory:
             parse_factory_spec(factory)
+            locate_spec(factory, "--ckpt-model-factory", "model factory", config.rootpath)
         if module:
             parse_module_spec(module)
+            locate_spec(module, "--ckpt-lightning-module", "LightningModule", config.rootpath)
         shape = parse_shape(str(_value(config, "ckpt_input_shape")))
         forward_kwargs = parse_forward_kwargs(_value(config, "ckpt_forward_kwargs") or ())
         shard = sharding.parse(config.getoption("ckpt_shard")) if config.getoption("ckpt_shard") else None
@@ -273,7 +294,19 @@ def settings_from(config: pytest.Config) -> GateSettings:
         safe_globals=tuple(_value(config, "ckpt_safe_globals") or ()),
         hparams_ignore=tuple(_value(config, "ckpt_hparams_ignore") or ()),
         shard=shard,
+        select=tuple(_value(config, "ckpt_select") or ()),
+        allow_empty=bool(config.getoption("ckpt_allow_empty") or config.getini("ckpt_allow_empty")),
     )
+
+
+def check_usable(config: pytest.Config, settings: GateSettings) -> None:
+    """Settings that parse but cannot work here are usage errors before anything runs."""
+    if config.getoption("ckpt_fix") and config.getoption("ckpt_fix_dry_run"):
+        raise pytest.UsageError("--fix and --fix-dry-run: choose one (--fix writes, --fix-dry-run writes nothing)")
+    if settings.device == "cuda":
+        reason = devices.cuda_unavailable_reason()
+        if reason is not None:
+            raise pytest.UsageError(f"--ckpt-device cuda: {reason}; use --ckpt-device auto or cpu")
 
 
 def recovery_settings_from(config: pytest.Config, gate: Gate) -> RecoverySettings:
@@ -282,8 +315,8 @@ def recovery_settings_from(config: pytest.Config, gate: Gate) -> RecoverySetting
         tolerance = float(text)
     except ValueError:
         tolerance = -1.0
-    if not tolerance >= 0:
-        raise pytest.UsageError(f"--ckpt-time-tolerance {text!r}: expected a number of seconds, e.g. 120")
+    if not 0 <= tolerance < float("inf"):
+        raise pytest.UsageError(f"--ckpt-time-tolerance {text!r}: expected a number of seconds, 0 or more, e.g. 120")
     given = _paths(config, "ckpt_wandb")
     for wandb_dir in given:
         if not wandb_dir.is_dir():
@@ -315,6 +348,7 @@ def report_settings_from(config: pytest.Config) -> ReportSettings:
 
 def pytest_configure(config: pytest.Config) -> None:
     settings = settings_from(config)
+    check_usable(config, settings)
     gate = Gate(settings, hook=config.hook)
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None:  # the controller recovered before this worker started
@@ -336,8 +370,7 @@ def pytest_configure(config: pytest.Config) -> None:
     preselect.register(config)  # -k: checks it deselects are never built
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(config), "ckptgate-xdist")
-    if _fixing(config):
-        recovery_settings_from(config, gate)  # bad --fix options are usage errors before anything runs
+    recovery_settings_from(config, gate)  # bad recovery options are usage errors, with --fix or without
 
 
 def _fixing(config: pytest.Config) -> bool:
@@ -353,10 +386,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if not gate.settings.outputs_dir.is_dir():
         return  # reported at collection, as without --fix
     settings = recovery_settings_from(config, gate)
-    traces = recover(gate, settings)
+    started = time.perf_counter()
+    traces = recover(gate, settings, progress=_progress_line(config))
     reporter = config.stash[REPORTER_KEY]
     reporter.traces, reporter.recovery_mode = traces, "dry-run" if settings.dry_run else "fix"
+    reporter.recovery_seconds = time.perf_counter() - started
     gate.recovery_notes.update(recovery_notes(traces))
+
+
+def _progress_line(config: pytest.Config) -> Any:
+    """``--fix``'s progress, rewritten in place on a terminal; nothing with ``-q`` or into a file or pipe."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is None or not terminal.isatty() or config.get_verbosity() < 0:
+        return None
+
+    def show(done: int, total: int, relpath: str) -> None:
+        if done < total:
+            terminal.rewrite(f"ckptgate --fix: tracing {done + 1}/{total} {relpath}"[:120], erase=True)
+        else:
+            terminal.rewrite("", erase=True)
+
+    return show
 
 
 def recovery_notes(traces: list[RecoveryTrace]) -> dict[str, str]:
@@ -406,6 +456,18 @@ def _discovery(gate: Gate) -> Discovery:
     return found
 
 
+def empty_reason(gate: Gate) -> str:
+    """Why nothing is checked, naming the folder, the patterns searched and the selection."""
+    settings = gate.settings
+    where = f"no checkpoint file ({', '.join(settings.patterns)}) under {settings.outputs_dir}"
+    if settings.select and gate.discovered:
+        where = f"none of the {gate.discovered} checkpoint(s) under {settings.outputs_dir} matches --ckpt-select "
+        where += " ".join(settings.select)
+    if settings.shard is not None:
+        where += " in shard {}/{}".format(*settings.shard)
+    return where
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "checkpoint" not in metafunc.fixturenames:
         return
@@ -419,7 +481,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             "checkpoint", found.checkpoints, ids=[record.relpath for record in found.checkpoints], scope="function"
         )
     else:
-        reason = f"no *.ckpt files under {found.root}"
+        reason = empty_reason(gate)
+        if not gate.settings.allow_empty and not gate.selected:
+            # a wrong path or glob must not give a green gate; an empty shard of a non-empty selection is fine
+            pytest.fail(f"ckptgate: {reason}; pass --ckpt-allow-empty if an empty tree is fine", pytrace=False)
         metafunc.parametrize("checkpoint", [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ids=["none"])
     if "ckpt_device" in metafunc.fixturenames:
         kinds = devices.device_kinds(gate.settings.device)

@@ -17,11 +17,12 @@ ROOT_CHECK = "ckpt_root_check"
 ROOT_CAUSE = "ckpt_root_cause"
 CONFIG_SOURCE = "config_source"
 CONFIG_SKIPPED = "config_skipped"  # broken config files passed over to reach the one used
+SETUP_ERROR = "ckpt_setup_error"  # the settings' fault (code an option names cannot be used): no verdict
 MODEL_ROUTE = "model_route"
 SIZE_MB = "ckpt_size_mb"
 RUN = "ckpt_run"
 GATE_PROPERTIES = frozenset(  # the reporter's own
-    {CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, CONFIG_SKIPPED, MODEL_ROUTE, SIZE_MB, RUN}
+    {CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, CONFIG_SKIPPED, MODEL_ROUTE, SETUP_ERROR, SIZE_MB, RUN}
 )
 CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
 FAILED = frozenset({"failed", "error"})
@@ -92,10 +93,13 @@ class Summary:
     """Collects verdicts from test reports."""
 
     verdicts: dict[str, CheckpointVerdict] = field(default_factory=dict)
+    setup_error: str | None = None  # the settings' fault, met by some check: then no checkpoint is judged
 
     def add(self, properties: Iterable[tuple[str, Any]], when: str, outcome: str, nodeid: str) -> None:
         """``outcome`` as :func:`outcome_of` gives it."""
         props = dict(properties)
+        if props.get(SETUP_ERROR):
+            self.setup_error = str(props[SETUP_ERROR])
         relpath = props.get(CKPT)
         if relpath is None:
             return
@@ -125,6 +129,8 @@ class Summary:
         return [self.verdicts[key] for key in sorted(self.verdicts)]
 
     def lines(self, verbose: bool = False) -> list[str]:
+        if self.setup_error is not None:  # a setting's fault says nothing about any checkpoint
+            return [f"stopped: no checkpoint was judged, a setting cannot work: {self.setup_error}"]
         if not self.verdicts:
             return []
         usable, unusable = self.usable, self.unusable

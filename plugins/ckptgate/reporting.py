@@ -49,6 +49,7 @@ class GateReporter:
         self.config, self.gate, self.settings = config, gate, settings
         self.summary = report.Summary()
         self.traces: list[Any] | None = None  # set by --fix / --fix-dry-run
+        self.recovery_seconds = 0.0
         self.recovery_mode: str | None = None
         self.expected = baseline.load(settings.baseline) if settings.baseline else {}
         self.written: list[str] = []
@@ -96,6 +97,8 @@ class GateReporter:
                 (report.ROOT_CHECK, failure.root.check.value),
                 (report.ROOT_CAUSE, first_line(failure.root.message)),
             ]
+            if failure.root.setup:
+                root.append((report.SETUP_ERROR, first_line(failure.root.message, 1000)))
         elif call.excinfo is not None and not call.excinfo.errisinstance(pytest.skip.Exception):
             cause = str(call.excinfo.value).strip() or call.excinfo.exconly()  # a user's check, or a fixture
             root = [(report.ROOT_CHECK, label), (report.ROOT_CAUSE, first_line(cause))]
@@ -125,6 +128,9 @@ class GateReporter:
 
     # -- files at the end of the session --------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.controller and self.summary.setup_error is not None:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a setting's fault: not a verdict on checkpoints
+            return
         wanted = self.settings.markdown or self.settings.json or self.settings.baseline_update
         if not self.controller or not wanted:
             return
@@ -165,7 +171,9 @@ class GateReporter:
         if self.traces is not None:
             dry_run = self.recovery_mode == "dry-run"
             terminalreporter.write_sep("=", "ckptgate --fix-dry-run (nothing written)" if dry_run else "ckptgate --fix")
-            for line in recovery_lines(self.traces, detailed=dry_run or self.config.get_verbosity() > 0):
+            lines = recovery_lines(self.traces, detailed=dry_run or self.config.get_verbosity() > 0)
+            lines[0] += f" (in {self.recovery_seconds:.1f} s, before the checks)"
+            for line in lines:
                 terminalreporter.write_line(line)
         if self.summary.verdicts or self.written or self.errors:
             terminalreporter.write_sep("=", "ckptgate")

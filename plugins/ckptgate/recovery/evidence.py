@@ -163,3 +163,4 @@ class Attempt:
     verified: bool
     reason: str  # "weights load strictly (84 tensors), forward ok" or why not
     document: dict[str, Any] | None = field(default=None, repr=False)
+    weights_tried: bool = False  # the config was built and the weights loaded into it (or tried)

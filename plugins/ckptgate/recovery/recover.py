@@ -8,6 +8,7 @@ is ever made up or filled with defaults, and no existing file is touched.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -164,12 +165,16 @@ def recover_one(
     skipped = len(candidates) - len(attempts)
     verified = [a for a in attempts if a.verified]
     if not verified:
-        first = attempts[0]
-        return trace(
-            "unrecoverable",
-            f"{len(attempts)} candidate(s), none fits the weights; {first.candidate.source.label}: {first.reason}",
-            attempts,
-        )
+        tried = [a for a in attempts if a.weights_tried]
+        first = (tried or attempts)[0]
+        if tried:
+            early = len(attempts) - len(tried)
+            verdict = f"{len(attempts)} candidate(s), none fits the weights" + (
+                f" ({early} rejected before their weights were tried)" if early else ""
+            )
+        else:
+            verdict = f"{len(attempts)} candidate(s), each rejected before its weights were tried"
+        return trace("unrecoverable", f"{verdict}; {first.candidate.source.label}: {first.reason}", attempts)
     top = [a for a in verified if a.candidate.tier == best_tier]
     documents = {content_key(a.document or {}) for a in top}
     if len(documents) > 1:
@@ -196,14 +201,23 @@ def recover_one(
     return trace("written", f"wrote {sidecar.name} {origin}", attempts, skipped)
 
 
-def recover(gate: Any, settings: RecoverySettings) -> list[RecoveryTrace]:
-    """Recover every missing config; returns one trace per checkpoint that had none."""
+def recover(
+    gate: Any, settings: RecoverySettings, progress: Callable[[int, int, str], None] | None = None
+) -> list[RecoveryTrace]:
+    """Recover every missing config; returns one trace per checkpoint that had none. ``progress(done, total,
+    relpath)`` is told before each checkpoint is traced (and once at the end, with ``done == total``)."""
     missing = missing_configs(gate)
     if not missing:
         return []
     sources = gather_sources(gate.settings.outputs_dir, settings.wandb_dirs)
     offsets = matching.observed_offsets(sources, settings.tolerance_s) | set(settings.utc_offsets)
-    traces = [_recover_guarded(gate, ckpt, sources, settings, offsets) for ckpt in missing]
+    traces = []
+    for done, ckpt in enumerate(missing):
+        if progress is not None:
+            progress(done, len(missing), ckpt.relpath)
+        traces.append(_recover_guarded(gate, ckpt, sources, settings, offsets))
+    if progress is not None:
+        progress(len(missing), len(missing), "")
     configs.clear_cache()  # the checks must see the sidecars just written
     return traces
 

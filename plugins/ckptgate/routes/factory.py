@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from ckptgate.errors import CheckError, describe_exception
-from ckptgate.routes.protocol import BuildContext, ModelSectionRoute, Section, check_module, import_spec, parse_spec
+from ckptgate.routes.protocol import (
+    BuildContext,
+    ModelSectionRoute,
+    Section,
+    SetupError,
+    check_module,
+    import_spec,
+    parse_spec,
+)
 
 OPTION = "--ckpt-model-factory / ckpt_model_factory"
 
@@ -26,7 +34,7 @@ def load_factory(spec: str, rootdir: Path) -> Callable[..., Any]:
     """Import ``module:callable``; errors say where Python looked."""
     target = import_spec(spec, OPTION, "model factory", rootdir)
     if not callable(target):
-        raise CheckError(f"model factory {spec!r} is not callable (it is of type {type(target).__name__})")
+        raise SetupError(f"model factory {spec!r} ({OPTION}) is not callable (it is of type {type(target).__name__})")
     return target
 
 

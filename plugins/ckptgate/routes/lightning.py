@@ -17,7 +17,7 @@ from typing import Any
 from ckptgate import targets
 from ckptgate.errors import CheckError, describe_exception
 from ckptgate.routes import signature
-from ckptgate.routes.protocol import BuildContext, Section, check_module, import_spec, parse_spec
+from ckptgate.routes.protocol import BuildContext, Section, SetupError, check_module, import_spec, parse_spec
 
 OPTION = "--ckpt-lightning-module / ckpt_lightning_module"
 # Keys Lightning adds to a LightningCLI module's hyperparameters: not arguments of the module.
@@ -108,7 +108,9 @@ class LightningRoute:
         if cls is None:
             cls = import_spec(self.spec, OPTION, "LightningModule", context.rootdir)
             if not isinstance(cls, type):
-                raise CheckError(f"LightningModule {self.spec!r} is not a class (it is a {type(cls).__name__})")
+                raise SetupError(
+                    f"LightningModule {self.spec!r} ({OPTION}) is not a class (it is a {type(cls).__name__})"
+                )
             self._classes[self.spec] = cls
         return cls
 
@@ -136,6 +138,8 @@ class LightningRoute:
     def problems(self, section: Section, context: BuildContext) -> list[str]:
         try:
             cls = self.module_class(section, context)
+        except SetupError:
+            raise
         except CheckError as exc:
             return [exc.message]
         args = self.arguments(section, cls, None)

@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 
 
 class SpecError(ValueError):
-    """An option naming code (``module:attribute``) is malformed: a usage error."""
+    """An option naming code (``module:attribute``) is malformed, or names nothing there: a usage error."""
+
+
+class SetupError(CheckError):
+    """The code a setting names cannot be imported or used: a fault of the session's settings, not of any
+    checkpoint. The pytest layer stops the session on it (usage error) rather than fail every checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -103,15 +108,95 @@ def import_spec(spec: str, option: str, what: str, rootdir: Path) -> Any:
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:
-        raise CheckError(
+        raise SetupError(
             f"cannot import {what} {spec!r} ({option}): {describe_exception(exc)}. It must be importable from the "
             f"rootdir ({rootdir}), pytest's `pythonpath` ini option or PYTHONPATH."
         ) from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise CheckError(f"{what} {spec!r}: module {module_name!r} has no attribute {attribute!r}")
+            raise SetupError(f"{what} {spec!r} ({option}): module {module_name!r} has no attribute {attribute!r}")
         target = getattr(target, part)
     return target
+
+
+def locate_spec(spec: str, option: str, what: str, rootdir: Path) -> None:
+    """Check, without importing anything (no model code, no torch), that ``module:attribute`` names a module
+    Python can find and a name its source defines at the top; raises :class:`SpecError` naming the option.
+
+    A typo in a setting is then one usage error at start-up, not a failure of every checkpoint. What only an
+    import can tell (the module raises, a name made at run time) is left to the import, at the first build.
+    """
+    import ast
+    import importlib.machinery
+
+    module_name, attribute = spec.partition(":")[::2]
+    where = [*sys.path, str(rootdir)]
+    found = None
+    for depth, part in enumerate(module_name.split(".")):
+        try:
+            found = importlib.machinery.PathFinder.find_spec(part if depth == 0 else f"{found.name}.{part}", where)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            if module_name in sys.modules:  # made by a plugin or conftest at run time: the import will tell
+                return
+            raise SpecError(
+                f"{option} {spec!r}: no module {module_name!r} importable from the rootdir ({rootdir}), pytest's "
+                "`pythonpath` ini option or PYTHONPATH"
+            )
+        where = list(found.submodule_search_locations or [])
+    if found is None or not found.origin or not found.origin.endswith(".py"):
+        return  # a compiled or namespace module: the import will tell
+    try:
+        tree = ast.parse(Path(found.origin).read_text("utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return  # the import will say what is wrong with it, with its traceback
+    first = attribute.split(".")[0]
+    if first not in _top_level_names(tree):
+        raise SpecError(
+            f"{option} {spec!r}: module {module_name!r} ({found.origin}) defines no {first!r} at its top level (the "
+            f"{what} the option names)"
+        )
+
+
+def _top_level_names(tree: Any) -> set[str] | frozenset[str]:
+    """Names a module binds at its top level; everything (a wildcard) when it may bind any."""
+    import ast
+
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            if any(alias.name == "*" for alias in node.names):
+                return _Everything()
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name))
+        elif isinstance(node, ast.If | ast.Try | ast.With | ast.For | ast.While):  # conditional definitions
+            nested = _top_level_names(ast.Module(body=_nested_body(node), type_ignores=[]))
+            if isinstance(nested, _Everything):
+                return nested
+            names.update(nested)
+    if "__getattr__" in names:
+        return _Everything()
+    return names
+
+
+def _nested_body(node: Any) -> list[Any]:
+    body = list(getattr(node, "body", []))
+    body += getattr(node, "orelse", []) + getattr(node, "finalbody", [])
+    for handler in getattr(node, "handlers", []):
+        body += handler.body
+    return body
+
+
+class _Everything(frozenset):
+    """A module with ``from x import *`` or ``__getattr__`` may define any name."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
 
 
 def check_module(model: Any, how: str) -> Any:
