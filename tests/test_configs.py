@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from ckptgate import configs
 from ckptgate.configs import (
     Candidate,
@@ -19,10 +21,15 @@ from ckptgate.configs import (
     find_model_key,
     load_config,
     resolve_config,
+    source_files,
 )
 from ckptgate.discovery import CheckpointRecord, discover
 from ckptgate.documents import DocumentError
 from ckptgate.errors import CheckError, first_line
+from ckptgate.gate import CheckFailed
+from test_recovery_verify import Family, family_fixture, section
+
+family = pytest.fixture(family_fixture, name="family")
 
 CKPT = "run_20251017_215423/checkpoints/best.ckpt"
 MODEL = {"architecture_name": "dbnet", "encoder": {"model_name": "mobilenetv3_small_050"}}
@@ -311,6 +318,175 @@ def test_sidecar_of_a_symlinked_checkpoint_sits_beside_the_link(tmp_path: Path) 
     ckpt = discover(tmp_path).by_relpath()["run/checkpoints/best.ckpt"]
     sidecar = write(tmp_path / "run" / "checkpoints" / "best.config.json", {"model": MODEL})
     assert resolve_config(ckpt, tmp_path).path == sidecar
+
+
+# ---------------------------------------------------------------------------- a symlink's target
+
+
+def linked(root: Path, link: str, target: str) -> CheckpointRecord:
+    """``link`` -> ``target`` (relative, as teams write them), ``target`` a file under ``root``."""
+    record(root, target)
+    (root / link).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(root / target, (root / link).parent), root / link)
+    return discover(root).by_relpath()[link]
+
+
+def test_a_symlink_kept_elsewhere_finds_its_config_beside_its_target(tmp_path: Path) -> None:
+    ckpt = linked(tmp_path, "deploy/prod.ckpt", "run/checkpoints/epoch=2.ckpt")
+    sidecar = write(tmp_path / "run" / "checkpoints" / "epoch=2.config.json", {"model": MODEL})
+
+    found = resolve_config(ckpt, tmp_path)
+
+    assert (found.kind, found.path, found.where) == ("sidecar", sidecar, "run/checkpoints/epoch=2.config.json")
+    assert source_files(ckpt, tmp_path) == [sidecar]
+    places = [(c.kind, c.path.relative_to(tmp_path).as_posix()) for c in candidates(ckpt, tmp_path)]
+    assert places[:8] == [  # beside the link first, then beside its target
+        ("sidecar", "deploy/prod.config.json"),
+        ("sidecar", "deploy/prod.config.yaml"),
+        ("sidecar", "deploy/prod.config.yml"),
+        ("sidecar", "deploy/prod.resolved.config.json"),
+        ("sidecar", "run/checkpoints/epoch=2.config.json"),
+        ("sidecar", "run/checkpoints/epoch=2.config.yaml"),
+        ("sidecar", "run/checkpoints/epoch=2.config.yml"),
+        ("sidecar", "run/checkpoints/epoch=2.resolved.config.json"),
+    ]
+    assert ("hydra", "run/.hydra/config.yaml") in places and ("hparams", "run/hparams.yaml") in places
+    assert len(places) == len(set(places))  # the outputs dir's own places once
+
+    own = write(tmp_path / "deploy" / "prod.config.yaml", model_yaml("deployed"))
+    configs.clear_cache()
+    assert resolve_config(ckpt, tmp_path).path == own  # beside the link wins
+    assert source_files(ckpt, tmp_path) == [own, sidecar]
+
+
+def test_a_symlinks_target_brings_its_run_folders_hydra_config_and_run_logs(tmp_path: Path) -> None:
+    ckpt = linked(tmp_path, "deploy/prod.ckpt", "run/checkpoints/epoch=2.ckpt")
+    logger = write(tmp_path / "run" / "lightning_logs" / "version_0" / "hparams.yaml", model_yaml("logger"))
+    assert resolve_config(ckpt, tmp_path).path == logger
+    hydra = write(tmp_path / "run" / ".hydra" / "config.yaml", model_yaml("hydra"))
+    configs.clear_cache()
+    found = resolve_config(ckpt, tmp_path)
+    assert (found.kind, found.path) == ("hydra", hydra)
+    assert source_files(ckpt, tmp_path) == [hydra, logger]
+
+
+def test_a_chain_of_links_is_followed_link_by_link(tmp_path: Path) -> None:
+    """``deploy/prod.ckpt`` -> Lightning's ``last.ckpt`` link -> ``epoch=3.ckpt``: each has its say, in order."""
+    record(tmp_path, "run/checkpoints/epoch=3.ckpt")
+    os.symlink("epoch=3.ckpt", tmp_path / "run" / "checkpoints" / "last.ckpt")
+    (tmp_path / "deploy").mkdir()
+    os.symlink("../run/checkpoints/last.ckpt", tmp_path / "deploy" / "prod.ckpt")
+    ckpt = discover(tmp_path).by_relpath()["deploy/prod.ckpt"]
+    newest = write(tmp_path / "run" / "checkpoints" / "epoch=3.config.json", {"model": MODEL})
+    assert resolve_config(ckpt, tmp_path).path == newest
+    last = write(tmp_path / "run" / "checkpoints" / "last.config.json", {"model": MODEL})
+    configs.clear_cache()
+    assert resolve_config(ckpt, tmp_path).path == last
+
+
+def test_a_broken_sidecar_beside_the_link_is_passed_over_for_the_targets(tmp_path: Path) -> None:
+    ckpt = linked(tmp_path, "deploy/prod.ckpt", "run/checkpoints/best.ckpt")
+    write(tmp_path / "deploy" / "prod.config.json", "{not json")
+    sidecar = write(tmp_path / "run" / "checkpoints" / "best.config.json", {"model": MODEL})
+    found = resolve_config(ckpt, tmp_path)
+    assert found.path == sidecar
+    (note,) = found.skipped
+    assert note.startswith("passed over a broken sidecar: deploy/prod.config.json")
+
+
+def test_a_symlink_out_of_the_outputs_dir_finds_only_sidecars_beside_its_target(tmp_path: Path) -> None:
+    root, archive = tmp_path / "outputs", tmp_path / "archive"
+    record(archive, "old_run/checkpoints/best.ckpt")
+    write(archive / "old_run" / ".hydra" / "config.yaml", model_yaml("outside"))  # not the outputs dir's
+    (root / "imported").mkdir(parents=True)
+    os.symlink(archive / "old_run" / "checkpoints" / "best.ckpt", root / "imported" / "best.ckpt")
+    ckpt = discover(root).by_relpath()["imported/best.ckpt"]
+
+    with pytest.raises(ConfigNotFound) as info:
+        resolve_config(ckpt, root)
+    looked = [line.strip() for line in str(info.value).splitlines() if line.startswith("  ")]
+    assert f"{archive}/old_run/checkpoints/best.config.json" in looked
+    assert not any("outside" in line or (".hydra" in line and str(archive) in line) for line in looked)
+
+    sidecar = write(archive / "old_run" / "checkpoints" / "best.config.json", {"model": MODEL})
+    configs.clear_cache()
+    found = resolve_config(ckpt, root)
+    assert (found.path, found.where) == (sidecar, str(sidecar))
+
+
+def test_config_not_found_for_a_symlink_lists_the_targets_places(tmp_path: Path) -> None:
+    ckpt = linked(tmp_path, "deploy/prod.ckpt", "run/checkpoints/best.ckpt")
+    with pytest.raises(ConfigNotFound) as info:
+        resolve_config(ckpt, tmp_path)
+    looked = [line.strip() for line in str(info.value).splitlines() if line.startswith("  ")]
+    assert looked[:5] == [
+        "deploy/prod.config.json",
+        "deploy/prod.config.yaml",
+        "deploy/prod.config.yml",
+        "deploy/prod.resolved.config.json",
+        "run/checkpoints/best.config.json",
+    ]
+    assert looked[-2:] == ["deploy/*/version_*/{hparams,config}.yaml", "run/*/version_*/{hparams,config}.yaml"]
+    assert len(looked) == len(set(looked))
+
+
+# ---------------------------------------------------------------- --ckpt-outputs <run> or its parent
+
+RUN_LAYOUTS = {
+    "logger beside checkpoints/": ("lightning_logs/version_0/hparams.yaml", "hparams"),
+    "CLI config beside checkpoints/": ("lightning_logs/version_0/config.yaml", "cli"),
+    "hparams.yaml in the run": ("hparams.yaml", "hparams"),
+    "Hydra run": (".hydra/config.yaml", "hydra"),
+    "sidecar": ("checkpoints/best.config.yaml", "sidecar"),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(RUN_LAYOUTS))
+def test_pointing_at_one_run_finds_the_same_config_as_pointing_at_its_parent(tmp_path: Path, layout: str) -> None:
+    relpath, kind = RUN_LAYOUTS[layout]
+    run = tmp_path / "outputs" / "run_20251017_215423"
+    text = model_yaml("net") if kind != "cli" else "trainer: {}\n" + model_yaml("net")
+    expected = write(run / relpath, text)
+    write(run / "lightning_logs" / "version_0" / "metrics.csv", "epoch\n")
+    found = {}
+    for root in (tmp_path / "outputs", run):
+        configs.clear_cache()
+        ckpt = record(root, f"{run.relative_to(root).as_posix()}/checkpoints/best.ckpt".removeprefix("./"))
+        found[root] = resolve_config(ckpt, root)
+        assert source_files(ckpt, root) == [expected]
+    parent, alone = found.values()
+    assert (parent.kind, parent.path) == (alone.kind, alone.path) == (kind, expected)
+    assert parent.model == alone.model
+
+
+def test_the_gate_judges_a_run_alike_from_the_run_or_its_parent(tmp_path: Path, family: Family) -> None:
+    """``--ckpt-outputs <run>`` and ``--ckpt-outputs <parent>``: same verdicts, same config files."""
+    outputs = tmp_path / "outputs"
+    run = outputs / "run_20251017_215423"
+    family.checkpoint(run / "checkpoints" / "best.ckpt")
+    family.checkpoint(run / "checkpoints" / "last.ckpt", width=8)  # not the model its run's config builds
+    logged = write(run / "lightning_logs" / "version_0" / "hparams.yaml", yaml.safe_dump({"model": section()}))
+    judged = []
+    for root in (outputs, run):
+        configs.clear_cache()
+        gate = family.gate(root)
+        verdicts = {}
+        for ckpt in gate.discovery().checkpoints:
+            try:
+                gate.forward(ckpt)
+                verdict = "usable"
+            except CheckFailed as exc:
+                verdict = exc.root.check.value
+            verdicts[ckpt.path] = (gate.config(ckpt).path, verdict)
+        judged.append(verdicts)
+    assert (
+        judged[0]
+        == judged[1]
+        == {
+            run / "checkpoints" / "best.ckpt": (logged, "usable"),
+            run / "checkpoints" / "last.ckpt": (logged, "weights_load"),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------ not found

@@ -372,7 +372,7 @@ def test_directory(tmp_path: Path) -> None:
     path = tmp_path / "deepspeed.ckpt"
     path.mkdir()
     (path / "checkpoint").mkdir()
-    assert "directory" in _check_error(path)
+    assert "is a folder that is neither a DeepSpeed nor a torch.distributed sharded checkpoint" in _check_error(path)
     assert (path / "checkpoint").is_dir()
 
 

@@ -5,10 +5,13 @@ first use (the JSON Schemas)."""
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
@@ -52,3 +55,39 @@ def test_the_demo_family_schema_is_not_shipped() -> None:
     shipped = [(REPO / folder).resolve() for folder in config["package-dir"].values()]
     assert not any(folder in demo.resolve().parents for folder in shipped)
     assert not any(package.split(".")[0] == "fixtures" for package in config["packages"])
+
+
+def project() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+def requirement_names(requirements: list[str]) -> dict[str, Requirement]:
+    parsed = [Requirement(line) for line in requirements]
+    return {canonicalize_name(requirement.name): requirement for requirement in parsed}
+
+
+def test_pytest_xdist_is_a_runtime_dependency() -> None:
+    """The README's commands run the checks with ``-n auto``: the plugin's own install must bring pytest-xdist,
+    not only the ``dev`` extra (a user who installs the wheel has no extra)."""
+    runtime = requirement_names(project()["dependencies"])
+    assert "pytest-xdist" in runtime, "add pytest-xdist to [project] dependencies in pyproject.toml"
+    assert runtime["pytest-xdist"].marker is None  # on every platform and Python
+
+
+def test_no_extra_repeats_a_runtime_dependency() -> None:
+    """One place per requirement: an extra repeating a runtime dependency would pin it twice, differently."""
+    runtime = set(requirement_names(project()["dependencies"]))
+    for extra, requirements in project()["optional-dependencies"].items():
+        repeated = runtime & set(requirement_names(requirements))
+        assert repeated == set(), f"extra {extra!r} repeats runtime dependencies: {sorted(repeated)}"
+
+
+def test_torch_is_unpinned_at_runtime_and_installed_pinned_first() -> None:
+    """torch's build is the user's choice (CPU, CUDA): the package only sets a floor; the README and CI install
+    the same pinned version first, before anything can pull an unpinned one (GBs of CUDA builds)."""
+    torch = requirement_names(project()["dependencies"])["torch"]
+    assert not any(spec.operator in ("==", "===", "~=") for spec in torch.specifier), str(torch)
+    readme_pins = set(re.findall(r"pip install (torch==[\w.+]+)", (REPO / "README.md").read_text()))
+    ci_pins = set(re.findall(r"(torch==[\w.+]+)", (REPO / ".ci" / "run").read_text()))
+    assert len(readme_pins) == 1, readme_pins
+    assert ci_pins == readme_pins

@@ -77,6 +77,9 @@ def test_markdown_and_json_reports_say_which_checkpoints_are_usable_and_why(
         "usable_bytes": 0,
         "unusable_bytes": 0,
         "total_bytes": 0,
+        "files": 5,
+        "usable_files": 2,
+        "unusable_files": 3,
     }
     by_path = {entry["path"]: entry for entry in document["checkpoints"]}
     lost = by_path["lost_20251017_215423/checkpoints/best.ckpt"]
@@ -345,6 +348,67 @@ def test_merge_refuses_reports_that_disagree_or_are_not_reports(
     assert "c.json: not a ckptgate report" in capsys.readouterr().err
     assert ckptgate_main(["merge", str(tmp_path / "a.json"), "--json", str(tmp_path / "o.json")]) == 0
     assert results.load(tmp_path / "o.json")["totals"]["usable"] == 1
+
+
+# -- disk totals ------------------------------------------------------------------------------------------
+def entry(path: str, status: str, size: int, same_file_as: str | None = None) -> dict[str, Any]:
+    found = {"path": path, "status": status, "size_bytes": size, "baseline": False, "same_file_as": same_file_as}
+    return found if same_file_as is not None else {k: v for k, v in found.items() if k != "same_file_as"}
+
+
+def test_totals_count_each_file_once_and_each_name_as_a_checkpoint() -> None:
+    entries = [
+        entry("deploy/prod.ckpt", "usable", 100, "run/checkpoints/epoch=2.ckpt"),
+        entry("run/checkpoints/epoch=2.ckpt", "usable", 100),
+        entry("run/checkpoints/last.ckpt", "unusable", 100, "run/checkpoints/epoch=2.ckpt"),  # its own verdict
+        entry("run/checkpoints/best.ckpt", "unusable", 7),  # an entry of a report written before same_file_as
+    ]
+    assert results.totals(entries) == {
+        "scanned": 4,
+        "usable": 2,
+        "unusable": 2,
+        "unchecked": 0,
+        "expected_unusable": 0,
+        "usable_bytes": 100,
+        "unusable_bytes": 107,  # a file with a usable and an unusable name is in both
+        "total_bytes": 107,
+        "files": 2,
+        "usable_files": 1,
+        "unusable_files": 2,
+    }
+    # shards split the names of one file: each shard counts it, the merge once
+    alone = results.totals(entries[:1])
+    assert (alone["total_bytes"], alone["files"]) == (100, 1)
+
+
+def test_a_file_reached_by_several_names_is_counted_once_and_each_name_judged(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    outputs = pytester.path / "outputs"
+    real = gate_tree("run_20251016_101500/checkpoints/epoch=2.ckpt", {"model": model_section()})
+    (outputs / "deploy").mkdir()
+    os.symlink("../run_20251016_101500/checkpoints/epoch=2.ckpt", outputs / "deploy" / "prod.ckpt")
+    os.link(real, real.with_name("copy.ckpt"))  # a hard link, no config of its own
+    other = gate_tree("run_20251017_215423/checkpoints/best.ckpt", {"model": model_section()})
+
+    pytester.runpytest(*CHECKS, "--ckpt-json", "r.json")
+
+    document = results.load(pytester.path / "r.json")
+    by_path = {e["path"]: e for e in document["checkpoints"]}
+    assert {path: (e["status"], e["same_file_as"]) for path, e in by_path.items()} == {
+        "deploy/prod.ckpt": ("usable", "run_20251016_101500/checkpoints/copy.ckpt"),
+        "run_20251016_101500/checkpoints/copy.ckpt": ("unusable", None),
+        "run_20251016_101500/checkpoints/epoch=2.ckpt": ("usable", "run_20251016_101500/checkpoints/copy.ckpt"),
+        "run_20251017_215423/checkpoints/best.ckpt": ("usable", None),
+    }
+    beside_target = "sidecar: run_20251016_101500/checkpoints/epoch=2.config.json"
+    assert by_path["deploy/prod.ckpt"]["config_source"] == beside_target  # the link's config, beside its target
+    assert by_path["run_20251016_101500/checkpoints/copy.ckpt"]["root_cause"]["check"] == "config_present"
+    size, other_size = real.stat().st_size, other.stat().st_size
+    totals = document["totals"]
+    assert (totals["scanned"], totals["usable"], totals["unusable"], totals["files"]) == (4, 3, 1, 2)
+    assert totals["total_bytes"] == size + other_size
+    assert (totals["usable_bytes"], totals["unusable_bytes"]) == (size + other_size, size)
 
 
 # -- markdown cells ---------------------------------------------------------------------------------------

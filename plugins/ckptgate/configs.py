@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ckptgate.discovery import CheckpointRecord, printable
+from ckptgate.discovery import CheckpointRecord, printable, run_dir_of, stem_of
 from ckptgate.documents import DocumentError, has_interpolation, read_document
 from ckptgate.errors import CheckError, first_line
 
@@ -124,6 +124,7 @@ def _names(directory: Path) -> frozenset[str]:
 def clear_cache() -> None:
     """Forget folder listings (after ``--fix`` wrote sidecars)."""
     _names.cache_clear()
+    _link_targets.cache_clear()
 
 
 def _exists(path: Path) -> bool:
@@ -146,10 +147,62 @@ def _version_key(path: Path) -> tuple[int, str]:
     return (int(digits) if digits.isdigit() else -1, str(path))
 
 
+_Place = tuple[Path, str, Path | None]  # (folder, stem, run folder: None outside the outputs dir)
+
+
+def _places(ckpt: CheckpointRecord, root: Path) -> tuple[_Place, ...]:
+    """Where a checkpoint lies: its own folder, then, for a symlink, each target's (beside the link first)."""
+    own = (ckpt.path.parent, ckpt.stem, ckpt.run_dir)
+    if ckpt.symlink_target is None:
+        return (own,)
+    return (own, *(place for place in _link_targets(ckpt.path, root, ckpt.suffix) if place[:2] != own[:2]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _link_targets(link: Path, root: Path, suffix: str) -> tuple[_Place, ...]:
+    """The files a symlinked checkpoint leads to, link by link (``deploy/prod.ckpt`` -> Lightning's ``last.ckpt``
+    -> ``epoch=3.ckpt``): folder, stem and run folder of each, spelled under ``root`` when inside it; the run
+    folder is None outside it (no Hydra folder or run log is looked for there, only sidecars)."""
+    real_root = Path(os.path.realpath(root))
+    found: list[_Place] = []
+    current = link
+    for _ in range(40):  # the kernel's own limit on a chain of links
+        try:
+            target = os.readlink(current)
+        except OSError:  # not a link: the file itself, reached
+            break
+        real_parent = os.path.realpath(current.parent)
+        joined = os.path.join(real_parent, target)
+        folder, name = Path(os.path.realpath(os.path.dirname(joined))), os.path.basename(joined)
+        if not name:
+            break
+        inside: Path | None = current.parent  # a link to a file beside it (Lightning's last.ckpt): as spelled
+        if str(folder) != real_parent:
+            try:
+                inside = root.joinpath(*folder.relative_to(real_root).parts)
+            except ValueError:
+                inside = None
+        if inside is not None and (inside == root or root in inside.parents):
+            found.append((inside, stem_of(name, suffix), run_dir_of(inside / name, root)))
+        else:
+            inside = inside or folder
+            found.append((inside, stem_of(name, suffix), None))
+        current = inside / name
+    return tuple(found)
+
+
 def candidates(ckpt: CheckpointRecord, root: Path) -> list[Candidate]:
-    """Every place, in order, where this checkpoint's config may be (whether or not it exists)."""
-    found = [Candidate("sidecar", ckpt.path.with_name(ckpt.stem + suffix)) for suffix in SIDECAR_SUFFIXES]
-    return found + list(_folder_candidates(ckpt.path.parent, root))
+    """Every place, in order, where this checkpoint's config may be (whether or not it exists): sidecars beside
+    it, then (a symlink) beside each target; then the Hydra and run-log places of its folder and of each
+    target's folder inside the outputs dir."""
+    places = _places(ckpt, root)
+    found = [
+        Candidate("sidecar", folder / (stem + suffix)) for folder, stem, _ in places for suffix in SIDECAR_SUFFIXES
+    ]
+    for folder, _, run in places:
+        if run is not None:
+            found += _folder_candidates(folder, root)
+    return list(dict.fromkeys(found))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -165,7 +218,11 @@ def _folder_candidates(folder: Path, root: Path) -> tuple[Candidate, ...]:
 def _logger_files(ckpt: CheckpointRecord, root: Path) -> list[Candidate]:
     """Run logs inside the run folder (``<run>/lightning_logs/version_N/``), newest version first: where a
     checkpoint saved to an explicit ``dirpath`` finds the logs of the training that wrote it."""
-    run = ckpt.run_dir
+    return _run_logger_files(ckpt.run_dir, root)
+
+
+def _run_logger_files(run: Path, root: Path) -> list[Candidate]:
+    """:func:`_logger_files` of a run folder."""
     if run != root and root not in run.parents:
         return []
     found: list[Candidate] = []
@@ -181,10 +238,16 @@ def _logger_files(ckpt: CheckpointRecord, root: Path) -> list[Candidate]:
 def source_files(ckpt: CheckpointRecord, root: Path) -> list[Path]:
     """Every existing file :func:`resolve_config` may read for ``ckpt``, in the order it looks: a file that
     appears, disappears or changes among these may change the config (``--ckpt-cache`` keys on them)."""
-    folder, names = ckpt.path.parent, _names(ckpt.path.parent)
-    found = [folder / (ckpt.stem + suffix) for suffix in SIDECAR_SUFFIXES if ckpt.stem + suffix in names]
-    found += [candidate.path for candidate in _folder_candidates(folder, root) if _exists(candidate.path)]
-    return found + [candidate.path for candidate in _logger_files(ckpt, root)]
+    places = _places(ckpt, root)
+    found = [folder / (stem + suffix) for folder, stem, _ in places for suffix in SIDECAR_SUFFIXES]
+    found = [path for path in found if _exists(path)]
+    for folder, _, run in places:
+        if run is not None:
+            found += [candidate.path for candidate in _folder_candidates(folder, root) if _exists(candidate.path)]
+    for _, _, run in places:
+        if run is not None:
+            found += [candidate.path for candidate in _run_logger_files(run, root)]
+    return list(dict.fromkeys(found))
 
 
 def display(path: Path, root: Path) -> str:
@@ -275,12 +338,21 @@ def load_config(candidate: Candidate, root: Path) -> ResolvedConfig:
 
 def _log_levels(ckpt: CheckpointRecord, root: Path) -> list[list[Candidate]]:
     """Run logs by how close they are to the checkpoint: each folder from the checkpoint's up to the outputs
-    dir, then every logger version of the run folder together (several trainings into one ``dirpath``)."""
-    levels: dict[Path, list[Candidate]] = {}
-    for candidate in _folder_candidates(ckpt.path.parent, root):
-        if candidate.kind != "hydra" and _exists(candidate.path):
-            levels.setdefault(candidate.path.parent, []).append(candidate)
-    return [*levels.values(), _logger_files(ckpt, root)]
+    dir, then every logger version of the run folder together (several trainings into one ``dirpath``); for a
+    symlink, then the same for each target inside the outputs dir, each file once."""
+    found: list[list[Candidate]] = []
+    seen: set[Path] = set()
+    for folder, _, run in _places(ckpt, root):
+        if run is None:
+            continue
+        levels: dict[Path, list[Candidate]] = {}
+        for candidate in _folder_candidates(folder, root):
+            if candidate.kind != "hydra" and candidate.path not in seen and _exists(candidate.path):
+                levels.setdefault(candidate.path.parent, []).append(candidate)
+        loggers = [candidate for candidate in _run_logger_files(run, root) if candidate.path not in seen]
+        found += [*levels.values(), loggers]
+        seen.update(candidate.path for level in found for candidate in level)
+    return found
 
 
 def has_model_section(resolved: ResolvedConfig) -> bool:
@@ -298,18 +370,19 @@ def resolve_config(
     folder with such a file wins, and several at one level raise :class:`SeveralConfigs` for the caller to
     choose by the checkpoint's own hyperparameters. Raises :class:`ConfigNotFound` listing every place looked.
     """
-    folder, names = ckpt.path.parent, _names(ckpt.path.parent)
     broken: list[DocumentError] = []
-    for suffix in SIDECAR_SUFFIXES:  # the common case first, without a path object per place looked at
-        if ckpt.stem + suffix in names:
-            try:
-                found = load_config(Candidate("sidecar", folder / (ckpt.stem + suffix)), root)
-            except DocumentError as exc:
-                broken.append(exc)
-                continue
-            return with_notes(found, broken)
+    for folder, stem, _ in _places(ckpt, root):  # beside the checkpoint, then beside a symlink's target
+        names = _names(folder)
+        for suffix in SIDECAR_SUFFIXES:  # the common case first, without a path object per place looked at
+            if stem + suffix in names:
+                try:
+                    found = load_config(Candidate("sidecar", folder / (stem + suffix)), root)
+                except DocumentError as exc:
+                    broken.append(exc)
+                    continue
+                return with_notes(found, broken)
     places = candidates(ckpt, root)
-    for candidate in places[len(SIDECAR_SUFFIXES) :]:
+    for candidate in places:
         if candidate.kind == "hydra" and _exists(candidate.path):
             return with_notes(load_config(candidate, root), broken)
     skipped: list[str] = []
@@ -328,8 +401,10 @@ def resolve_config(
     if broken:  # nothing else holds a config: the broken sidecar is the cause
         raise broken[0]
     looked = [display(candidate.path, root) for candidate in places]
-    if ckpt.run_dir == root or root in ckpt.run_dir.parents:  # where _logger_files looks
-        looked.append(f"{display(ckpt.run_dir, root)}/*/version_*/{{hparams,config}}.yaml")
+    for _, _, run in _places(ckpt, root):
+        if run is not None and (run == root or root in run.parents):  # where _run_logger_files looks
+            looked.append(f"{display(run, root)}/*/version_*/{{hparams,config}}.yaml")
+    looked = list(dict.fromkeys(looked))
     raise ConfigNotFound(ckpt.relpath, tuple(looked), tuple(skipped))
 
 

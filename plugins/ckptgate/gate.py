@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ckptgate import agreement, configs, devices, forward, loading, offline, schema, sharding, stored, targets
-from ckptgate.discovery import CheckpointRecord, Discovery, discover
+from ckptgate.discovery import CheckpointRecord, Discovery, discover, sharded_message
 from ckptgate.documents import find_unloaded
 from ckptgate.errors import CheckError, describe_exception, first_line
 from ckptgate.routes import BuildContext, Route, Router, Section
@@ -177,7 +177,7 @@ class Gate:
     def discovery(self) -> Discovery:
         """The checkpoints this process checks (this shard's, with --ckpt-shard), found once."""
         if self._discovery is None:
-            found = discover(self.settings.outputs_dir)
+            found = discover(self.settings.outputs_dir, self.settings.patterns)
             self.discovered = len(found.checkpoints)
             if self.settings.select:
                 globs = self.settings.select
@@ -423,6 +423,8 @@ class Gate:
         key = f"{ckpt.relpath}@{device_kind}"
         if self._last_read is not None and self._last_read[0] == key:
             return self._last_read[1]
+        if ckpt.is_dir:  # a sharded checkpoint: what its files are is the verdict (it is not loaded)
+            raise CheckError(f"{ckpt.relpath} {sharded_message(ckpt)}")
         devices.configure_torch()
         device = devices.resolve(device_kind)
         try:

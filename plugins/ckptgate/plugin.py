@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ckptgate import devices, preselect, resultcache, scheduling, sharding
+from ckptgate import devices, discovery, preselect, resultcache, scheduling, sharding
 from ckptgate.baseline import BaselineError
 from ckptgate.discovery import CheckpointRecord, Discovery
 from ckptgate.forward import DEFAULT_INPUT_SHAPE, SHAPE_HELP, parse_forward_kwargs, parse_shape
@@ -62,7 +62,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     option(
         "--ckpt-outputs",
         "ckpt_outputs",
-        f"outputs directory to search for *.ckpt (default: {DEFAULT_OUTPUTS})",
+        f"outputs directory to search for checkpoints (see --ckpt-pattern; default: {DEFAULT_OUTPUTS})",
         default=DEFAULT_OUTPUTS,
         metavar="DIR",
     )
@@ -182,6 +182,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         metavar="GLOB",
     )
+    option(
+        "--ckpt-pattern",
+        "ckpt_patterns",
+        "file (or folder) name pattern of a checkpoint, e.g. '*.pt' (repeatable; an ini line may hold several: "
+        "'*.ckpt *.pt *.pth'; default: *.ckpt)",
+        ini_type="linelist",
+        default=[],
+        action="append",
+        metavar="GLOB",
+    )
     group.addoption(
         "--ckpt-allow-empty",
         dest="ckpt_allow_empty",
@@ -278,6 +288,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         shape = parse_shape(str(_value(config, "ckpt_input_shape")))
         forward_kwargs = parse_forward_kwargs(_value(config, "ckpt_forward_kwargs") or ())
         shard = sharding.parse(config.getoption("ckpt_shard")) if config.getoption("ckpt_shard") else None
+        patterns = discovery.check_patterns(_value(config, "ckpt_patterns") or discovery.DEFAULT_PATTERNS)
     except (SpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     return GateSettings(
@@ -295,6 +306,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         hparams_ignore=tuple(_value(config, "ckpt_hparams_ignore") or ()),
         shard=shard,
         select=tuple(_value(config, "ckpt_select") or ()),
+        patterns=patterns,
         allow_empty=bool(config.getoption("ckpt_allow_empty") or config.getini("ckpt_allow_empty")),
     )
 

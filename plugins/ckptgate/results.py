@@ -78,6 +78,7 @@ def checkpoint_entry(
         "kind": ckpt.kind.kind,
         "type": ckpt.kind.describe(),
         "size_bytes": ckpt.size,
+        "same_file_as": ckpt.same_file_as,
         "modified": _iso(ckpt.mtime),
         "status": _status(verdict),
         "checks": dict(sorted((verdict.outcomes if verdict else {}).items())),
@@ -92,11 +93,22 @@ def checkpoint_entry(
     }
 
 
+def _file(entry: dict[str, Any]) -> str:
+    """The file on disk an entry is: names that are one file (a symlink, a hard link) say which other name."""
+    return entry.get("same_file_as") or entry["path"]  # absent in reports written before it
+
+
 def totals(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Counts of checkpoints (each name its own verdict) and bytes on disk (each file once, however many names
+    lead to it: a file with a usable and an unusable name counts in both ``usable_bytes`` and
+    ``unusable_bytes``, once in ``total_bytes``)."""
     entries = list(checkpoints)
 
-    def size(status: str) -> int:
-        return sum(entry["size_bytes"] for entry in entries if entry["status"] == status)
+    def files(status: str | None = None) -> dict[str, int]:
+        return {_file(e): e["size_bytes"] for e in entries if status is None or e["status"] == status}
+
+    def size(status: str | None = None) -> int:
+        return sum(files(status).values())
 
     counts = {status: sum(entry["status"] == status for entry in entries) for status in ("usable", "unusable")}
     return {
@@ -107,7 +119,10 @@ def totals(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "expected_unusable": sum(entry["status"] == "unusable" and entry["baseline"] for entry in entries),
         "usable_bytes": size("usable"),
         "unusable_bytes": size("unusable"),
-        "total_bytes": sum(entry["size_bytes"] for entry in entries),
+        "total_bytes": size(),
+        "files": len(files()),  # distinct files on disk behind the checkpoints scanned
+        "usable_files": len(files("usable")),
+        "unusable_files": len(files("unusable")),
     }
 
 

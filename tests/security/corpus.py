@@ -607,7 +607,7 @@ def broken_files(good_size: int) -> list[Broken]:
             "ckpt.directory_named_ckpt",
             "deepspeed/best.ckpt",
             cp,
-            "is a directory",
+            "is a DeepSpeed sharded checkpoint",
             lambda o, c: _deepspeed(c, o / "deepspeed/best.ckpt"),
         ),
         Broken(
