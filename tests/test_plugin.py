@@ -438,8 +438,9 @@ def test_select_chooses_checkpoints_by_path_the_way_k_cannot(
 def test_a_factory_that_cannot_be_imported_is_the_settings_fault_not_the_checkpoints(
     pytester: pytest.Pytester, gate_tree: Callable[..., Path], parallel: tuple[str, ...]
 ) -> None:
-    """The module exists (no typo a start-up check could see) but fails when imported: one usage error, and no
-    checkpoint is called unusable for it."""
+    """The module exists (no typo a start-up check could see) but fails when imported: one usage error before any
+    check runs, said once, and no checkpoint is called unusable for it. Under xdist the workers import it (the
+    controller builds nothing) and the controller stops the session with their message."""
     for run_folder in ("a", "b", "c"):
         gate_tree(f"{run_folder}/best.ckpt", {"model": model_section()})
     pytester.makepyfile(
@@ -456,14 +457,48 @@ def test_a_factory_that_cannot_be_imported_is_the_settings_fault_not_the_checkpo
         *parallel,
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stdout.fnmatch_lines(
-        [
-            "*= ckptgate =*",
-            "stopped: no checkpoint was judged, a setting cannot work: cannot import model factory 'gpumodels:build' "
-            "(--ckpt-model-factory / ckpt_model_factory): ImportError: this module needs the CUDA build of a kernel*",
-        ]
+    said = (
+        "cannot import model factory 'gpumodels:build' (--ckpt-model-factory / ckpt_model_factory): ImportError: "
+        "this module needs the CUDA build of a kernel"
     )
-    assert "UNUSABLE" not in result.stdout.str() and "checkpoint(s) checked" not in result.stdout.str()
+    output = result.stdout.str() + result.stderr.str()
+    if parallel:
+        result.stdout.fnmatch_lines(
+            ["*= ckptgate =*", f"stopped: no checkpoint was judged, a setting cannot work: {said}*"]
+        )
+    else:
+        result.stderr.fnmatch_lines([f"ERROR: {said}*"])
+    assert output.count(said) == 1, output
+    assert "no tests ran" in output  # nothing ran: not a config check, not a load
+    assert "UNUSABLE" not in output and "checkpoint(s) checked" not in output and "PASSED" not in output
+
+
+def test_a_module_class_that_cannot_be_imported_stops_before_any_check(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    pytester.makepyfile(litbroken="import nosuchpackage_ckptgate\nclass Lit: ...\n")
+
+    result = pytester.runpytest_subprocess(*CHECKS, "--ckpt-lightning-module", "litbroken:Lit", "-p", "no:randomly")
+
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: cannot import LightningModule 'litbroken:Lit' (--ckpt-lightning-module*"])
+    assert "no tests ran" in result.stdout.str()
+
+
+def test_config_checks_alone_never_import_the_route_code(
+    pytester: pytest.Pytester, gate_tree: Callable[..., Path]
+) -> None:
+    """``-k config_present`` builds nothing: a module that only a build needs is not imported, nor blamed."""
+    gate_tree("a/best.ckpt", {"model": model_section()})
+    pytester.makepyfile(gpumodels="raise ImportError('needs CUDA')\ndef build(cfg): ...\n")
+
+    result = pytester.runpytest_subprocess(
+        *CHECKS, "--ckpt-model-factory", "gpumodels:build", "--ckpt-target-allow", "mymodels", "-k", "config_present"
+    )
+
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=1)
 
 
 def test_options_that_cannot_mean_anything_are_usage_errors(

@@ -80,6 +80,9 @@ def test_markdown_and_json_reports_say_which_checkpoints_are_usable_and_why(
         "files": 5,
         "usable_files": 2,
         "unusable_files": 3,
+        "pinned": 0,
+        "drifted": 0,
+        "unpinned": 0,
     }
     by_path = {entry["path"]: entry for entry in document["checkpoints"]}
     lost = by_path["lost_20251017_215423/checkpoints/best.ckpt"]
@@ -375,6 +378,9 @@ def test_totals_count_each_file_once_and_each_name_as_a_checkpoint() -> None:
         "files": 2,
         "usable_files": 1,
         "unusable_files": 2,
+        "pinned": 0,
+        "drifted": 0,
+        "unpinned": 0,
     }
     # shards split the names of one file: each shard counts it, the merge once
     alone = results.totals(entries[:1])

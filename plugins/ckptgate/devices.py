@@ -102,3 +102,10 @@ def resolve(kind: str) -> Any:
             raise CheckError(f"cannot run on cuda: {cuda_unavailable_reason() or 'no CUDA GPU is visible'}")
         return torch.device("cuda", worker_index() % count)
     return torch.device(kind)
+
+
+def torch_version() -> str:
+    """The running torch's version (``2.13.0+cpu``): what a pin was taken with."""
+    import torch
+
+    return str(torch.__version__)

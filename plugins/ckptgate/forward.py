@@ -20,6 +20,7 @@ from typing import Any
 from ckptgate.errors import CheckError, shown_path, user_frame
 
 DEFAULT_INPUT_SHAPE = (1, 3, 64, 64)
+SEED = 0  # of the dummy batch, and of torch's generator before each model is built (an example_input_array)
 
 # Where a forward input came from, for messages (the caller passes one of these as ``origin``).
 FROM_SHAPE = "--ckpt-input-shape"
@@ -66,7 +67,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def dummy_input(shape: Sequence[int], device: Any, seed: int = 0) -> Any:
+def dummy_input(shape: Sequence[int], device: Any, seed: int = SEED) -> Any:
     """A reproducible standard-normal batch on ``device`` (generated on CPU so every device sees the same)."""
     import torch
 
@@ -199,23 +200,26 @@ class ForwardReport:
     device: str
     outputs: tuple[tuple[str, tuple[int, ...]], ...]  # (path, shape) of every output tensor
     input: str = field(default="", compare=False)  # describe_input's text: what the model was given
+    # pins.output_fingerprints of the outputs, when asked for (--ckpt-pins): taken from this very pass
+    fingerprints: dict[str, dict[str, Any]] | None = field(default=None, compare=False)
 
     def describe(self) -> str:
         shown = ", ".join(f"{path} {list(shape)}" for path, shape in self.outputs[:6])
         return f"{len(self.outputs)} output tensor(s) on {self.device}: {shown}"
 
 
-def output_problems(output: Any, batch: int) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
-    """Walk the output; return (tensors found, problems). Problems name the output path."""
+def output_problems(output: Any, batch: int) -> tuple[list[tuple[str, Any]], list[str]]:
+    """Walk the output; return (tensors found with their paths, sorted by path; problems). Problems name the
+    output path."""
     import torch
 
-    tensors: list[tuple[str, tuple[int, ...]]] = []
+    tensors: list[tuple[str, Any]] = []
     problems: list[str] = []
     stack: list[tuple[str, Any]] = [("output", output)]
     while stack:
         path, value = stack.pop()
         if isinstance(value, torch.Tensor):
-            tensors.append((path, tuple(value.shape)))
+            tensors.append((path, value))
             if value.dim() == 0 or value.shape[0] != batch:
                 problems.append(f"{path} has shape {list(value.shape)}, not batch-sized (batch {batch})")
             if value.is_floating_point() or value.is_complex():
@@ -234,14 +238,21 @@ def output_problems(output: Any, batch: int) -> tuple[list[tuple[str, tuple[int,
             problems.append(f"{path} is a {type(value).__name__}, not a tensor or a dict of tensors")
     if not tensors and not problems:
         problems.append("the model returned no tensors")
-    return sorted(tensors), problems
+    return sorted(tensors, key=lambda found: found[0]), problems
 
 
 def run_forward(
-    model: Any, inputs: Any, device: Any, kwargs: Mapping[str, Any] | None = None, *, origin: str | None = None
+    model: Any,
+    inputs: Any,
+    device: Any,
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    origin: str | None = None,
+    fingerprint: bool = False,
 ) -> ForwardReport:
     """Eval mode, ``torch.inference_mode``; ``inputs`` is a tensor, a tuple of args or a dict of kwargs,
-    ``kwargs`` (``ckpt_forward_kwargs``) are added to the call, ``origin`` says where the input came from."""
+    ``kwargs`` (``ckpt_forward_kwargs``) are added to the call, ``origin`` says where the input came from;
+    ``fingerprint``: also the outputs' pins fingerprints (:mod:`ckptgate.pins`), from this same pass."""
     import torch
 
     model.eval()
@@ -257,7 +268,12 @@ def run_forward(
     if problems:
         more = f" (+{len(problems) - 2} more problems)" if len(problems) > 2 else ""
         raise CheckError(f"forward pass on {device}: " + "; ".join(problems[:2]) + more)
-    return ForwardReport(str(device), tuple(tensors), described)
+    shapes = tuple((path, tuple(tensor.shape)) for path, tensor in tensors)
+    if not fingerprint:
+        return ForwardReport(str(device), shapes, described)
+    from ckptgate.pins import output_fingerprints
+
+    return ForwardReport(str(device), shapes, described, output_fingerprints(tensors))
 
 
 def call_arguments(

@@ -20,7 +20,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from ckptgate import agreement, configs, devices, forward, loading, offline, schema, sharding, stored, targets
+from ckptgate import agreement, configs, devices, forward, loading, offline, pins, schema, sharding, stored, targets
 from ckptgate.discovery import CheckpointRecord, Discovery, discover, sharded_message
 from ckptgate.documents import find_unloaded
 from ckptgate.errors import CheckError, describe_exception, first_line
@@ -87,6 +87,10 @@ class GateSettings:
     select: tuple[str, ...] = ()  # globs on the relative path: only the checkpoints matching one
     allow_empty: bool = False  # an outputs dir without checkpoints passes
     patterns: tuple[str, ...] = ("*.ckpt",)  # file (or folder) names that are checkpoints
+    pins_file: Path | None = None  # --ckpt-pins: what each checkpoint computes, compared on every forward check
+    pins_update: bool = False  # --ckpt-pins-update: take the pins (nothing is compared)
+    pin_rtol: float = pins.DEFAULT_RTOL
+    pin_atol: float = pins.DEFAULT_ATOL
 
     @property
     def allowed_targets(self) -> tuple[str, ...]:
@@ -165,6 +169,9 @@ class Gate:
     _last_read: tuple[str, Any] | None = field(default=None, repr=False)  # (relpath, what read() returned)
     _routes_used: dict[str, str] = field(default_factory=dict, repr=False)  # relpath -> how it was built
     _setup: Failure | None = field(default=None, repr=False)  # the settings' fault, once met: every later check
+    _pins: dict[str, pins.Pin] | None = field(default=None, repr=False)  # the pins file's, read once
+    pin_status: dict[str, str] = field(default_factory=dict, repr=False)  # "relpath@device" -> pins.PINNED...
+    pins_taken: dict[str, pins.Pin] = field(default_factory=dict, repr=False)  # "relpath@device" -> this run's
     builds: int = field(default=0, repr=False)  # models built so far (for tests and benchmarks)
     discovered: int = field(default=0, repr=False)  # checkpoints under the outputs dir, before selection
     selected: int = field(default=0, repr=False)  # of them, matching --ckpt-select (before sharding)
@@ -498,6 +505,9 @@ class Gate:
 
     def _build(self, route: Route, section: Section, ckpt: CheckpointRecord, obj: Any) -> tuple[Any, str, str]:
         """The hook's model when it answers, else the route's; how it was built; and by which route."""
+        import torch
+
+        torch.manual_seed(forward.SEED)  # an example_input_array made at __init__ is the same input every run
         hooked = hook_route.try_hook(self.hook, section, ckpt)
         if hooked is not None:
             return (*hooked, "hook")
@@ -560,17 +570,63 @@ class Gate:
         return OmegaConf.create(config if config is not None else self.validated(ckpt).resolved.data)
 
     def run_forward(
-        self, ckpt: CheckpointRecord, loaded: LoadedModel, config: dict[str, Any] | None = None
+        self,
+        ckpt: CheckpointRecord,
+        loaded: LoadedModel,
+        config: dict[str, Any] | None = None,
+        *,
+        fingerprint: bool = False,
     ) -> forward.ForwardReport:
         """One forward pass of a loaded model with the input and keyword arguments the settings and hooks give."""
         inputs, origin = self.forward_input(ckpt, loaded, config)
         kwargs = self.forward_kwargs(ckpt, loaded, config)
-        return forward.run_forward(loaded.model, inputs, loaded.device, kwargs, origin=origin)
+        return forward.run_forward(loaded.model, inputs, loaded.device, kwargs, origin=origin, fingerprint=fingerprint)
 
     def forward(self, ckpt: CheckpointRecord, device_kind: str = "cpu") -> forward.ForwardReport:
-        """Stage 4: one forward pass gives finite, batch-sized tensors."""
+        """Stage 4: one forward pass gives finite, batch-sized tensors (and, with pins, computes what it did)."""
 
         def run() -> forward.ForwardReport:
-            return self.run_forward(ckpt, self.loaded(ckpt, device_kind))
+            loaded = self.loaded(ckpt, device_kind)
+            result = self.run_forward(ckpt, loaded, fingerprint=self.settings.pins_file is not None)
+            if result.fingerprints is not None:
+                self.check_pin(ckpt, device_kind, loaded, result)
+            return result
 
         return self._stage(ckpt, Check.FORWARD, device_kind, run)
+
+    # -- pins -----------------------------------------------------------------------------------------
+    @property
+    def pinned(self) -> dict[str, pins.Pin]:
+        """The pins file's pins (none without ``--ckpt-pins`` or before the first update)."""
+        if self._pins is None:
+            self._pins = pins.load(self.settings.pins_file) if self.settings.pins_file is not None else {}
+        return self._pins
+
+    def check_pin(
+        self, ckpt: CheckpointRecord, device_kind: str, loaded: LoadedModel, result: forward.ForwardReport
+    ) -> None:
+        """Compare this forward pass with the checkpoint's pin (raises the drift), or, with
+        ``--ckpt-pins-update``, keep it as the new pin."""
+        assert result.fingerprints is not None
+        model = type(loaded.model)
+        now = pins.Pin(
+            outputs=result.fingerprints,
+            device=device_kind,
+            torch=devices.torch_version(),
+            config=pins.config_hash(self.validated(ckpt).resolved.data),
+            model=f"{model.__module__}.{model.__qualname__}",
+            package=pins.package_version(loaded.model),
+            input=result.input,
+        )
+        key = f"{ckpt.relpath}@{device_kind}"
+        self.pins_taken[key] = now
+        pin = self.pinned.get(ckpt.relpath)
+        if self.settings.pins_update:
+            self.pin_status[key] = pins.UPDATED
+        elif pin is None:
+            self.pin_status[key] = pins.UNPINNED
+        else:
+            comparison = pins.compare(pin, now, self.settings.pin_rtol, self.settings.pin_atol)
+            self.pin_status[key] = pins.DRIFTED if comparison.drift else pins.PINNED
+            if comparison.drift:
+                raise CheckError(f"{ckpt.relpath} {comparison.drift}")

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ckptgate.report import short_cause
+from ckptgate.results import PIN_TOTALS
 
 MB = 1e6
 CAUSE_LIMIT = 220
@@ -107,6 +108,12 @@ def render(document: dict[str, Any]) -> str:
     if totals["unchecked"]:
         lines[-1] += "  "
         lines.append(f"**Not checked in this run:** {totals['unchecked']}")
+    if any(totals.get(status) for status in PIN_TOTALS):
+        lines[-1] += "  "
+        lines.append(
+            f"**Pins:** {totals['pinned']} pinned, {totals['drifted']} drifted (compute something else than when "
+            f"pinned), {totals['unpinned']} unpinned"
+        )
     unusable = [entry for entry in entries if entry["status"] == "unusable"]
     lines += ["", "## Summary", ""]
     if unusable:
@@ -143,16 +150,22 @@ def render(document: dict[str, Any]) -> str:
         lines.append("")
     if not unusable:
         lines += ["None.", ""]
-    usable_count = totals["usable"]
-    unusable_count = totals["unusable"]
+    usable_count = totals.get("usable_files", totals["usable"])  # a file behind several names counts once
+    unusable_count = totals.get("unusable_files", totals["unusable"])
+    files = totals.get("files", scanned)
     lines += [
         "## Disk Space",
         "",
         f"- **Usable checkpoints:** {totals['usable_bytes'] / MB:.1f} MB across {usable_count} files",
         f"- **Unusable checkpoints:** {totals['unusable_bytes'] / MB:.1f} MB across {unusable_count} files",
-        f"- **Total checkpoint storage:** {totals['total_bytes'] / MB:.1f} MB across {scanned} files",
+        f"- **Total checkpoint storage:** {totals['total_bytes'] / MB:.1f} MB across {files} files",
         "",
     ]
+    unpinned = [entry["path"] for entry in entries if entry.get("pin") == "unpinned"]
+    if unpinned:
+        lines += ["## Unpinned Checkpoints", "", "Checked with `--ckpt-pins`, with no pin yet (take one with "]
+        lines[-1] += "`--ckpt-pins-update`):"
+        lines += ["", *(f"- {_code(path)}" for path in unpinned), ""]
     usable = [entry for entry in entries if entry["status"] == "usable"]
     if usable:
         lines += [

@@ -14,22 +14,26 @@ from typing import Any
 
 import pytest
 
-from ckptgate import devices, discovery, preselect, resultcache, scheduling, sharding
+from ckptgate import devices, discovery, pins, preselect, resultcache, scheduling, sharding
 from ckptgate.baseline import BaselineError
 from ckptgate.discovery import CheckpointRecord, Discovery
 from ckptgate.forward import DEFAULT_INPUT_SHAPE, SHAPE_HELP, parse_forward_kwargs, parse_shape
 from ckptgate.gate import Check, CheckFailed, Gate, GateSettings
+from ckptgate.items import check_label, checkpoint_of
+from ckptgate.pins import PinsError
 from ckptgate.recovery.matching import DEFAULT_TOLERANCE_S, parse_offset
 from ckptgate.recovery.recover import RecoverySettings, RecoveryTrace, default_wandb_dir, recover
 from ckptgate.reporting import GateReporter, ReportSettings
 from ckptgate.routes.factory import parse_factory_spec
 from ckptgate.routes.lightning import parse_module_spec
-from ckptgate.routes.protocol import SpecError, locate_spec
+from ckptgate.routes.protocol import SetupError, SpecError, locate_spec
 from ckptgate.schema import SchemaChecker, SchemaFileError
 
 GATE_KEY = pytest.StashKey[Gate]()
 RECOVERY_INPUT = "ckptgate_recovery_notes"
 REPORTER_KEY = pytest.StashKey[GateReporter]()
+SETUP_OUTPUT = "ckptgate_setup_error"  # a worker's workeroutput: the route's code could not be imported
+SETUP_FAILED_KEY = pytest.StashKey[bool]()
 DEFAULT_OUTPUTS = "outputs"
 
 
@@ -173,6 +177,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="rewrite the --ckpt-baseline file from this run (unusable in, usable out)",
     )
     option(
+        "--ckpt-pins",
+        "ckpt_pins",
+        "pins of what each checkpoint computes (JSON): every forward check compares its outputs with the pin and "
+        "fails on a drift; see --ckpt-pins-update",
+        metavar="FILE",
+    )
+    group.addoption(
+        "--ckpt-pins-update",
+        dest="ckpt_pins_update",
+        action="store_true",
+        help="take the --ckpt-pins file's pins from this run's forward checks (nothing is compared)",
+    )
+    for name, default, what in (
+        ("rtol", pins.DEFAULT_RTOL, "relative"),
+        ("atol", pins.DEFAULT_ATOL, "absolute"),
+    ):
+        option(
+            f"--ckpt-pin-{name}",
+            f"ckpt_pin_{name}",
+            f"{what} tolerance of a pin comparison (default: {default:g}; pins from another device or torch "
+            f"version: {pins.CROSS_FACTOR:g}x)",
+            default=str(default),
+            metavar="TOL",
+        )
+    option(
         "--ckpt-select",
         "ckpt_select",
         "check only the checkpoints whose path (relative to the outputs dir) matches GLOB: `=`, spaces and any "
@@ -257,6 +286,17 @@ def _value(config: pytest.Config, name: str) -> Any:
     return cli if cli not in (None, []) else config.getini(name)
 
 
+def _tolerance(config: pytest.Config, name: str) -> float:
+    text = str(_value(config, name))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{name} / --{name.replace('_', '-')} {text!r}: expected a number, 0 or more, e.g. 1e-4")
+    return value
+
+
 def route_options(config: pytest.Config) -> tuple[str | None, str | None]:
     """``(lightning_module, model_factory)``: one of them at most. A route named on the command line replaces
     the one the ini names (``--ckpt-lightning-module`` for one run of a project whose ini sets a factory)."""
@@ -289,6 +329,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         forward_kwargs = parse_forward_kwargs(_value(config, "ckpt_forward_kwargs") or ())
         shard = sharding.parse(config.getoption("ckpt_shard")) if config.getoption("ckpt_shard") else None
         patterns = discovery.check_patterns(_value(config, "ckpt_patterns") or discovery.DEFAULT_PATTERNS)
+        rtol, atol = (_tolerance(config, name) for name in ("ckpt_pin_rtol", "ckpt_pin_atol"))
     except (SpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     return GateSettings(
@@ -307,12 +348,18 @@ def settings_from(config: pytest.Config) -> GateSettings:
         shard=shard,
         select=tuple(_value(config, "ckpt_select") or ()),
         patterns=patterns,
+        pins_file=_path(config, "ckpt_pins"),
+        pins_update=bool(config.getoption("ckpt_pins_update")),
+        pin_rtol=rtol,
+        pin_atol=atol,
         allow_empty=bool(config.getoption("ckpt_allow_empty") or config.getini("ckpt_allow_empty")),
     )
 
 
 def check_usable(config: pytest.Config, settings: GateSettings) -> None:
     """Settings that parse but cannot work here are usage errors before anything runs."""
+    if settings.pins_update and settings.pins_file is None:
+        raise pytest.UsageError("--ckpt-pins-update needs --ckpt-pins FILE (or ckpt_pins in your ini)")
     if config.getoption("ckpt_fix") and config.getoption("ckpt_fix_dry_run"):
         raise pytest.UsageError("--fix and --fix-dry-run: choose one (--fix writes, --fix-dry-run writes nothing)")
     if settings.device == "cuda":
@@ -370,6 +417,10 @@ def pytest_configure(config: pytest.Config) -> None:
             gate._schema = SchemaChecker(settings.schema_path)
         except SchemaFileError as exc:
             raise pytest.UsageError(str(exc)) from None
+    try:
+        gate.pinned  # noqa: B018 - read once at start-up: a broken pins file is a usage error, not a verdict
+    except PinsError as exc:
+        raise pytest.UsageError(str(exc)) from None
     config.stash[GATE_KEY] = gate
     try:
         reporter = GateReporter(config, gate, report_settings_from(config))
@@ -441,6 +492,50 @@ class _XdistHooks:
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput[RECOVERY_INPUT] = dict(gate_of(self.config).recovery_notes)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """A worker that could not import the route's code ran nothing: its message stops the session."""
+        message = getattr(node, "workeroutput", {}).get(SETUP_OUTPUT)
+        if message is not None:
+            self.config.stash[REPORTER_KEY].summary.setup_error = message
+
+
+_CONFIG_CHECKS = frozenset({Check.CONFIG_PRESENT.value, Check.CONFIG_SCHEMA.value})
+
+
+def _builds(item: pytest.Item) -> bool:
+    """Does running ``item`` build a model (so import the code a route option names)? A cuda check is left out:
+    its checkpoint's weights check builds first, and on a machine without a GPU it only skips."""
+    label = check_label(item)
+    if checkpoint_of(item) is None or label in _CONFIG_CHECKS or label.endswith("[cuda]"):
+        return False
+    return not resultcache.replayed(item)
+
+
+@pytest.hookimpl(trylast=True)  # after -k, the result cache and the baseline have marked the items
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Import the code ``--ckpt-model-factory`` or ``--ckpt-lightning-module`` names before any check runs, in
+    each process that runs checks (not in the xdist controller, which builds nothing). A module that raises at
+    import is a setting's fault: a usage error, once; under xdist the worker runs nothing and hands the message
+    to the controller, which stops the session with it."""
+    config = session.config
+    if not any(_builds(item) for item in session.items):
+        return
+    try:
+        gate_of(config).router.prepare(config.rootpath)
+    except SetupError as exc:
+        if not hasattr(config, "workerinput"):
+            raise pytest.UsageError(exc.message) from None
+        config.workeroutput[SETUP_OUTPUT] = exc.message  # type: ignore[attr-defined]
+        session.shouldstop = "ckptgate: a setting cannot work, no check was run"
+        config.stash[SETUP_FAILED_KEY] = True
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> bool | None:
+    """In a worker whose route code cannot be imported: run nothing (the session is stopping)."""
+    return True if item.config.stash.get(SETUP_FAILED_KEY, False) else None
 
 
 def gate_of(config: pytest.Config) -> Gate:

@@ -19,10 +19,12 @@ CONFIG_SOURCE = "config_source"
 CONFIG_SKIPPED = "config_skipped"  # broken config files passed over to reach the one used
 SETUP_ERROR = "ckpt_setup_error"  # the settings' fault (code an option names cannot be used): no verdict
 MODEL_ROUTE = "model_route"
+PIN = "ckpt_pin"  # a forward check's comparison with its pin: pins.PINNED, UNPINNED, DRIFTED or UPDATED
+PIN_TAKEN = "ckpt_pin_taken"  # with --ckpt-pins-update: the pin this forward check took (JSON text)
 SIZE_MB = "ckpt_size_mb"
 RUN = "ckpt_run"
 GATE_PROPERTIES = frozenset(  # the reporter's own
-    {CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, CONFIG_SKIPPED, MODEL_ROUTE, SETUP_ERROR, SIZE_MB, RUN}
+    {CKPT, CHECK, ROOT_CHECK, ROOT_CAUSE, CONFIG_SOURCE, CONFIG_SKIPPED, MODEL_ROUTE, SETUP_ERROR, SIZE_MB, RUN, PIN}
 )
 CHECK_ORDER = ("config_present", "config_schema", "weights_load", "forward")
 FAILED = frozenset({"failed", "error"})
@@ -47,6 +49,15 @@ class CheckpointVerdict:
     config_source: str | None = None
     model_route: str | None = None  # "LightningModule pkg.Lit (built as load_from_checkpoint does)"
     config_skipped: str | None = None  # "passed over a broken sidecar: ..."
+    pins: dict[str, str] = field(default_factory=dict)  # "forward[cpu]" -> its comparison with the pin
+
+    @property
+    def pin(self) -> str | None:
+        """The checkpoint's pin status: drifted if any device drifted, else updated, pinned, unpinned."""
+        for status in ("drifted", "updated", "pinned", "unpinned"):
+            if status in self.pins.values():
+                return status
+        return None
 
     @property
     def usable(self) -> bool:
@@ -116,6 +127,8 @@ class Summary:
             verdict.model_route = str(props[MODEL_ROUTE])
         if props.get(CONFIG_SKIPPED):
             verdict.config_skipped = str(props[CONFIG_SKIPPED])
+        if props.get(PIN):
+            verdict.pins[check] = str(props[PIN])
 
     @property
     def usable(self) -> list[CheckpointVerdict]:
@@ -139,6 +152,10 @@ class Summary:
         lines = [
             f"{len(self.verdicts)} checkpoint(s) checked: {len(usable)} usable, {len(unusable)} unusable{baseline}"
         ]
+        pinned = [verdict.pin for verdict in self.verdicts.values() if verdict.pin]
+        if pinned:
+            counts = {status: pinned.count(status) for status in ("pinned", "drifted", "unpinned", "updated")}
+            lines.append("pins: " + ", ".join(f"{count} {status}" for status, count in counts.items() if count))
         for verdict in unusable:
             cause = short_cause(verdict.relpath, verdict.root_cause or "")  # the path is on the line above
             tag = "BASELINE" if verdict.in_baseline else "UNUSABLE"

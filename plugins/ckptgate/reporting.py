@@ -7,6 +7,7 @@ works in the controller from the reports the workers send, so its output is the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from ckptgate import baseline, markdown, report, results
+from ckptgate import baseline, markdown, pins, report, results
 from ckptgate.errors import first_line
 from ckptgate.gate import CheckFailed, Gate
 from ckptgate.items import check_label, checkpoint_of
-from ckptgate.report import outcome_of
+from ckptgate.report import CHECK, CKPT, PIN_TAKEN, outcome_of
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class GateReporter:
         self.recovery_seconds = 0.0
         self.recovery_mode: str | None = None
         self.expected = baseline.load(settings.baseline) if settings.baseline else {}
+        self.pins_taken: dict[str, pins.Pin] = {}  # --ckpt-pins-update: relpath -> this run's pin
         self.written: list[str] = []
         self.errors: list[str] = []
         # Only JUnit XML reads item properties: without it, a passed test's teardown report stays bare (under
@@ -111,6 +113,8 @@ class GateReporter:
         route = self.gate.known_route(record) if rep.when == "call" else None
         if route is not None:
             props.append((report.MODEL_ROUTE, route))
+        if rep.when == "call" and self.gate.settings.pins_file is not None:
+            props += self._pin_properties(record, label)
         if self.junit:  # JUnit XML reads the item's properties when the test ends: once per test
             recorded = {name for name, _ in item.user_properties}
             if report.CKPT not in recorded:
@@ -123,8 +127,24 @@ class GateReporter:
             item.user_properties += [prop for prop in props[2:] if prop not in item.user_properties]
         return rep
 
+    def _pin_properties(self, record: Any, label: str) -> list[tuple[str, Any]]:
+        """A forward check's pin status, and with ``--ckpt-pins-update`` the pin it took (for the controller)."""
+        key = f"{record.relpath}@{label.partition('[')[2].rstrip(']')}"
+        status = self.gate.pin_status.get(key)
+        if status is None:
+            return []
+        taken = self.gate.pins_taken.get(key) if self.gate.settings.pins_update else None
+        found: list[tuple[str, Any]] = [(report.PIN, status)]
+        return found + ([(report.PIN_TAKEN, json.dumps(taken.to_json()))] if taken is not None else [])
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.summary.add(report.user_properties, report.when or "call", outcome_of(report), report.nodeid)
+        taken = next((value for name, value in report.user_properties if name == PIN_TAKEN), None)
+        if taken is not None:
+            relpath = dict(report.user_properties)[CKPT]
+            device = dict(report.user_properties)[CHECK].partition("[")[2].rstrip("]")
+            if relpath not in self.pins_taken or device == "cpu":  # a CPU pin is the reference
+                self.pins_taken[relpath] = pins.Pin.from_json(json.loads(taken))
 
     # -- files at the end of the session --------------------------------------------------------------
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -132,13 +152,15 @@ class GateReporter:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR  # a setting's fault: not a verdict on checkpoints
             return
         wanted = self.settings.markdown or self.settings.json or self.settings.baseline_update
-        if not self.controller or not wanted:
+        if not self.controller or not (wanted or self.gate.settings.pins_update):
             return
         try:
             checkpoints = self.gate.discovery().checkpoints
         except (FileNotFoundError, NotADirectoryError):
             checkpoints = []
         try:
+            if self.gate.settings.pins_update and self.gate.settings.pins_file is not None:
+                self._write_pins(checkpoints)
             if self.settings.baseline_update and self.settings.baseline is not None:
                 existing = {c.relpath for c in checkpoints} if self.gate.settings.shard is None else None
                 kept = baseline.update(self.settings.baseline, self.expected, self.summary, existing)
@@ -162,6 +184,16 @@ class GateReporter:
             self.errors.append(f"ckptgate: could not write {exc.filename or 'a report'}: {exc.strerror or exc}")
             session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
 
+    def _write_pins(self, checkpoints: list[Any]) -> None:
+        """``--ckpt-pins-update``: this run's pins replace their checkpoints' old ones; the others stay."""
+        path = self.gate.settings.pins_file
+        assert path is not None
+        partial = self.gate.settings.shard is not None or bool(self.gate.settings.select)
+        existing = None if partial else {c.relpath for c in checkpoints}
+        kept = pins.updated(self.gate.pinned, self.pins_taken, existing)
+        results.write(pins.document(kept), path)
+        self.written.append(f"pins {path} ({len(self.pins_taken)} taken in this run, {len(kept)} in all)")
+
     # -- terminal: after pytest's short test summary, before its final line -----------------------------
     @pytest.hookimpl(wrapper=True, tryfirst=True)
     def pytest_terminal_summary(self, terminalreporter: Any) -> Iterator[None]:
@@ -175,7 +207,7 @@ class GateReporter:
             lines[0] += f" (in {self.recovery_seconds:.1f} s, before the checks)"
             for line in lines:
                 terminalreporter.write_line(line)
-        if self.summary.verdicts or self.written or self.errors:
+        if self.summary.verdicts or self.summary.setup_error or self.written or self.errors:
             terminalreporter.write_sep("=", "ckptgate")
             for line in self.summary.lines(verbose=self.config.get_verbosity() > 0):
                 terminalreporter.write_line(line)

@@ -157,7 +157,12 @@ def session_fingerprint(config: pytest.Config, gate: Gate) -> dict[str, Any]:
             settings.trust_pickle,
             list(settings.allowed_targets),
             list(settings.safe_globals),
+            # a forward outcome compared with (or took) a pin: replayed only while the pins file is unchanged
+            [str(settings.pins_file), settings.pins_update, settings.pin_rtol, settings.pin_atol]
+            if settings.pins_file is not None
+            else None,
         ],
+        "pins": _sha256(settings.pins_file) if settings.pins_file is not None else None,
         "schema": _sha256(Path(schema)),
         "factory": [code_package, package_hash(code_package, settings.rootdir)] if code_package else None,
         "hooks": {path: _sha256(Path(path)) for path in _hook_files(config)},
@@ -334,6 +339,9 @@ class ResultCache:
         route = self.gate.known_route(ckpt)
         if route is not None:  # nor build a model: they still say how it was built
             result["properties"].append([report.MODEL_ROUTE, route])
+        pin = dict(rep.user_properties).get(report.PIN)
+        if pin is not None:  # nor compare with a pin: the key holds the pins file, so the status stands
+            result["properties"].append([report.PIN, pin])
         label = check_label(item)
         if _on_gpu(label):
             result["device_env"] = self.device_env
@@ -379,6 +387,11 @@ class ResultCache:
 def _on_gpu(label: str) -> bool:
     """Whether a check label is a GPU outcome (``forward[cuda]``), which holds only on the machine it ran on."""
     return "[" in label and not label.endswith("[cpu]")
+
+
+def replayed(item: pytest.Item) -> bool:
+    """Will ``item`` replay a cached outcome instead of running (nothing built, nothing imported)?"""
+    return _REPLAY in item.stash
 
 
 def _replay_instead(item: pytest.Item, result: dict[str, Any]) -> None:

@@ -87,6 +87,7 @@ def checkpoint_entry(
         else None,
         "config_source": verdict.config_source if verdict else None,
         "model_route": verdict.model_route if verdict else None,
+        "pin": verdict.pin if verdict else None,
         "config_skipped": verdict.config_skipped if verdict else None,
         "recovery": _recovery(trace) if trace is not None else None,
         "baseline": baseline,
@@ -96,6 +97,9 @@ def checkpoint_entry(
 def _file(entry: dict[str, Any]) -> str:
     """The file on disk an entry is: names that are one file (a symlink, a hard link) say which other name."""
     return entry.get("same_file_as") or entry["path"]  # absent in reports written before it
+
+
+PIN_TOTALS = ("pinned", "drifted", "unpinned")
 
 
 def totals(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -123,6 +127,8 @@ def totals(checkpoints: Iterable[dict[str, Any]]) -> dict[str, Any]:
         "files": len(files()),  # distinct files on disk behind the checkpoints scanned
         "usable_files": len(files("usable")),
         "unusable_files": len(files("unusable")),
+        # pins (--ckpt-pins): checkpoints whose forward checks agreed with their pins, drifted, had none
+        **{status: sum(entry.get("pin") == status for entry in entries) for status in PIN_TOTALS},
     }
 
 

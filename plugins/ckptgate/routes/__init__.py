@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ckptgate.routes import hook
-from ckptgate.routes.factory import FactoryRoute
+from ckptgate.routes.factory import FactoryRoute, load_factory
 from ckptgate.routes.instantiate import InstantiateRoute
 from ckptgate.routes.lightning import FLAT_KINDS, LightningRoute
 from ckptgate.routes.protocol import BuildContext, Route, Section
@@ -48,6 +49,15 @@ class Router:
             "recorded": LightningRoute(None),
             "instantiate": InstantiateRoute(),
         }
+
+    def prepare(self, rootdir: Path) -> None:
+        """Import the code the route option names, before any check: a module that cannot be imported (it
+        raises, a name it makes at run time is missing) is the session's fault, raised as ``SetupError`` once
+        rather than met by every check."""
+        if self.model_factory:
+            load_factory(self.model_factory, rootdir)
+        if self.lightning_module:
+            self._routes["option"].option_class(rootdir)
 
     def choose(self, resolved: Any) -> Route:
         """The route for one config: an option given wins; else the class the config records; else Hydra."""

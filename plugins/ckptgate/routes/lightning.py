@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ckptgate import targets
@@ -103,10 +104,14 @@ class LightningRoute:
         return recorded
 
     def _option_class(self, context: BuildContext) -> type:
+        return self.option_class(context.rootdir)
+
+    def option_class(self, rootdir: Path) -> type:
+        """The class ``--ckpt-lightning-module`` names, imported once."""
         assert self.spec is not None
         cls = self._classes.get(self.spec)
         if cls is None:
-            cls = import_spec(self.spec, OPTION, "LightningModule", context.rootdir)
+            cls = import_spec(self.spec, OPTION, "LightningModule", rootdir)
             if not isinstance(cls, type):
                 raise SetupError(
                     f"LightningModule {self.spec!r} ({OPTION}) is not a class (it is a {type(cls).__name__})"
