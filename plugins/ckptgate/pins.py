@@ -168,7 +168,7 @@ def _difference(pinned: Mapping[str, Any], now: Mapping[str, Any], rtol: float, 
         worst_rel = max(worst_rel, gap / abs(then) if then else (math.inf if gap else 0.0))
     if not beyond:
         return None
-    return f"differs by up to {worst_abs:.3g} (relative {worst_rel:.3g}; largest at its {where})"
+    return f"differs by up to {worst_abs:.3g} (relative {worst_rel:.3g}, at its {where})"
 
 
 def compare(pin: Pin, now: Pin, rtol: float, atol: float) -> Comparison:
@@ -192,8 +192,8 @@ def compare(pin: Pin, now: Pin, rtol: float, atol: float) -> Comparison:
     shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more outputs" if len(problems) > 3 else "")
     across = " (pinned on another device or torch version: 100x the tolerances)" if cross else ""
     return Comparison(
-        f"computes something else than its pin: {shown} (tolerance rtol {rtol:g}, atol {atol:g}{across}); "
-        f"since the pin: {changes(pin, now)}",
+        f"computes something else than its pin (since the pin: {changes(pin, now)}): {shown} (tolerance rtol "
+        f"{rtol:g}, atol {atol:g}{across}); if that is intended, re-pin with --ckpt-pins-update",
         cross,
     )
 
@@ -213,10 +213,7 @@ def changes(pin: Pin, now: Pin) -> str:
             found.append(f"{label} {then or 'unknown'} -> {value or 'unknown'}")
     if found:
         return ", ".join(found)
-    return (
-        "config, model class, package version, torch and device unchanged: the model's code (or a library it "
-        "calls) computes something else; if that is intended, re-pin with --ckpt-pins-update"
-    )
+    return "config, model class, package, torch, device and input unchanged: the model's code or a library it calls"
 
 
 # -- the file -------------------------------------------------------------------------------------------
