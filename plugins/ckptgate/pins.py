@@ -15,6 +15,7 @@ with :data:`CROSS_FACTOR` times the tolerances: kernels differ there in the last
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -84,15 +85,25 @@ def config_hash(data: Any) -> str:
 def package_version(model: Any) -> str | None:
     """``litproj 0.3.1``: the installed distribution of the model class's top-level package, when there is one
     (a model kept in the repository, not installed, has none: then a code change shows only as a drift)."""
-    top = type(model).__module__.split(".")[0]
+    return _distribution_version(type(model).__module__.split(".")[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _distribution_version(top: str) -> str | None:
     if top in sys.stdlib_module_names or top in ("torch", "builtins"):
         return None
-    for dist in importlib.metadata.packages_distributions().get(top, []):
+    for dist in _distributions().get(top, []):
         try:
             return f"{dist} {importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, list[str]]:
+    """Top-level package -> distributions: read once per process (it scans every installed package, ~70 ms)."""
+    return importlib.metadata.packages_distributions()
 
 
 @dataclass(frozen=True)
