@@ -8,7 +8,6 @@ listed one that passes now is an XPASS(strict) failure that says to shrink the b
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,17 +33,10 @@ class Expected:
 
 def load(path: Path) -> dict[str, Expected]:
     """The entries of a baseline file; an absent file is an empty baseline (the first update creates it)."""
-    if not path.exists():
+    kind = (FORMAT, VERSION, "baseline")
+    document = results.read_kept(path, kind, "--ckpt-baseline", "--ckpt-baseline-update", BaselineError)
+    if document is None:
         return {}
-    try:
-        document = json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BaselineError(f"--ckpt-baseline {path}: cannot read it as JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
-        raise BaselineError(
-            f"--ckpt-baseline {path}: not a ckptgate baseline (expected format {FORMAT!r}, version {VERSION}); "
-            "create one with --ckpt-baseline-update"
-        )
     entries: dict[str, Expected] = {}
     for relpath, entry in (document.get("checkpoints") or {}).items():
         check = entry.get("check") if isinstance(entry, dict) else None

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ckptgate.results import read_kept
+
 FORMAT = "ckptgate-pins"
 VERSION = 1
 DEFAULT_RTOL = 1e-4  # CPU float32 on one machine: repeated runs agree far closer; a relu/gelu swap differs by 1e-1
@@ -230,17 +232,9 @@ def changes(pin: Pin, now: Pin) -> str:
 # -- the file -------------------------------------------------------------------------------------------
 def load(path: Path) -> dict[str, Pin]:
     """The pins of a file; an absent file holds none (the first ``--ckpt-pins-update`` creates it)."""
-    if not path.exists():
+    document = read_kept(path, (FORMAT, VERSION, "pins file"), "--ckpt-pins", "--ckpt-pins-update", PinsError)
+    if document is None:
         return {}
-    try:
-        document = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PinsError(f"--ckpt-pins {path}: cannot read it as JSON: {exc}") from None
-    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
-        raise PinsError(
-            f"--ckpt-pins {path}: not a ckptgate pins file (expected format {FORMAT!r}, version {VERSION}); "
-            "create one with --ckpt-pins-update"
-        )
     pins: dict[str, Pin] = {}
     for relpath, entry in (document.get("checkpoints") or {}).items():
         try:

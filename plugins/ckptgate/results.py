@@ -176,6 +176,27 @@ def write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+def read_kept(
+    path: Path, kind: tuple[str, int, str], option: str, update: str, error: type[Exception]
+) -> dict[str, Any] | None:
+    """A file the user keeps between runs (the baseline, the pins): its JSON object, or None when it does not
+    exist yet. ``kind`` is (format, version, what it is called); a file that cannot be read or is of another
+    kind raises ``error`` naming the option, the file and the option that creates one."""
+    fmt, version, noun = kind
+    if not path.exists():
+        return None
+    try:
+        document = json.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{option} {path}: cannot read it as JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("format") != fmt or document.get("version") != version:
+        raise error(
+            f"{option} {path}: not a ckptgate {noun} (expected format {fmt!r}, version {version}); create one with "
+            f"{update}"
+        )
+    return document
+
+
 def schema() -> dict[str, Any]:
     return json.loads(resources.files("ckptgate").joinpath("schemas", SCHEMA).read_text("utf-8"))
 
