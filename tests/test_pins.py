@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import torch
-from ckptgate import pins, results
+from ckptgate import baseline, pins, results
 
 from conftest import REPO, model_section
 
@@ -386,3 +386,18 @@ def test_the_demo_names_exactly_the_checkpoints_a_refactor_of_its_model_code_cha
         for name, (outcome, _) in after.outcomes.items()
         if "weights_load" in name and any(path in name for path in drifted)
     )  # they still load strictly: only what they compute changed
+
+
+@pytest.mark.parametrize(
+    ("load", "error"),
+    [(pins.load, pins.PinsError), (baseline.load, baseline.BaselineError)],
+    ids=["pins", "baseline"],
+)
+def test_a_kept_file_that_is_not_utf8_is_refused_by_name_and_left_alone(
+    tmp_path: Path, load: Callable[[Path], Any], error: type[Exception]
+) -> None:
+    path = tmp_path / "kept.json"
+    path.write_bytes(b'{"format": "\xff"}')
+    with pytest.raises(error, match=r"kept.json: cannot read it as JSON: 'utf-8' codec can't decode"):
+        load(path)
+    assert path.read_bytes() == b'{"format": "\xff"}'
