@@ -61,7 +61,8 @@ def test_missing_config_fails_every_check_with_a_pointer_to_the_root_cause(
     result.assert_outcomes(failed=4)
     result.stdout.fnmatch_lines(
         [
-            "*no config found for exp_20251017_215423/checkpoints/last.ckpt; run pytest with --fix*",
+            "*no config found for exp_20251017_215423/checkpoints/last.ckpt; run `pytest --pyargs ckptgate.checks "
+            "--fix` to recover it",
             "*exp_20251017_215423/checkpoints/last.config.json*",
             "*exp_20251017_215423/.hydra/config.yaml*",
             "*blocked by test_config_present[[]exp_20251017_215423/checkpoints/last.ckpt[]]: no config found*",
@@ -817,3 +818,17 @@ def test_fix_options_are_validated(pytester: pytest.Pytester, gate_tree: Callabl
     result = pytester.runpytest(*CHECKS, "--fix", "--ckpt-wandb", "nowhere")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--ckpt-wandb *nowhere: not a folder*"])
+
+
+def test_hints_name_the_command_the_user_ran(pytester: pytest.Pytester, gate_tree: Callable[..., Path]) -> None:
+    """A project that copied the checks into its own folder is told to run that folder, not `--pyargs`."""
+    gate_tree("exp_20251017_215423/checkpoints/last.ckpt")
+    pytester.mkdir("gatechecks").joinpath("test_gate.py").write_text(
+        "from ckptgate.checks.test_checkpoints import *  # noqa: F403\n"
+    )
+
+    result = pytester.runpytest("gatechecks", "--ckpt-device", "cpu", "-k", "config_present")
+
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*; run `pytest gatechecks --fix` to recover it"])
+    assert "--pyargs" not in result.stdout.str()

@@ -124,7 +124,7 @@ def test_markdown_and_json_reports_say_which_checkpoints_are_usable_and_why(
     lost_row = next(r for r in rows if "lost_20251017" in r[0])
     assert len(lost_row) == len(header)  # renders as a table on GitHub: no stray pipes
     assert lost_row[3] == "Best checkpoint"
-    assert lost_row[4] == "`config_present`: no config found; run pytest with --fix to recover it"
+    assert lost_row[4] == "`config_present`: no config found; run `pytest --pyargs ckptgate.checks --fix` to recover it"
     assert lost_row[5] == "not traced (run with `--fix-dry-run`)"
     assert "- **Unusable checkpoints:**" in text and "across 3 files" in text
 

@@ -122,6 +122,7 @@ def choose(
     *,
     relpath: str,
     stem: str,
+    command: str = "pytest",
 ) -> ResolvedConfig:
     """Several run logs at one distance from a checkpoint (trainings into one ``dirpath``): the first when they
     all define the same model; else the first that agrees with the checkpoint's stored definition (``stored``,
@@ -135,7 +136,7 @@ def choose(
         raise AmbiguousConfig(
             f"{len(found)} run logs could be the config of {relpath} and they disagree ({found[0].where} vs "
             f"{found[1].where}: {first}); the checkpoint stores no hyper_parameters that tell which training "
-            f"wrote it. Run pytest with --fix to prove each by the weights, or write {stem}.config.json "
+            f"wrote it. Run `{command} --fix` to prove each by the weights, or write {stem}.config.json "
             f"beside it with the right `model` section. Candidates: {listed}"
         )
     for resolved, definition in zip(found, definitions, strict=True):

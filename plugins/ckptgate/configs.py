@@ -41,10 +41,10 @@ class ConfigNotFound(CheckError):
     """No config anywhere we looked; the message lists every place, and what may still recover it."""
 
     def __init__(self, relpath: str, looked: tuple[str, ...], skipped: tuple[str, ...], hint: str = "") -> None:
-        self.relpath, self.looked, self.skipped = relpath, looked, skipped
+        self.relpath, self.looked, self.skipped, self.hint = relpath, looked, skipped, hint
         lines = [
             f"no config found for {relpath}; " + (hint or "run pytest with --fix to recover it"),
-            "Re-run the same pytest command with --fix to recover it from wandb runs, Hydra folders or run logs, "
+            "--fix recovers a config from wandb runs, Hydra folders or run logs, "
             "each proven by loading the weights; or write "
             f"{relpath.removesuffix('.ckpt')}.config.json with a `model` section.",
             f"Looked in {len(looked)} places:",

@@ -91,6 +91,12 @@ class GateSettings:
     pins_update: bool = False  # --ckpt-pins-update: take the pins (nothing is compared)
     pin_rtol: float = pins.DEFAULT_RTOL
     pin_atol: float = pins.DEFAULT_ATOL
+    command: str = "pytest"  # how the checks were run (`pytest --pyargs ckptgate.checks`), for hints
+
+    @property
+    def fix_hint(self) -> str:
+        """What recovers a missing config, in the user's own command."""
+        return f"run `{self.command} --fix` to recover it"
 
     @property
     def allowed_targets(self) -> tuple[str, ...]:
@@ -239,6 +245,8 @@ class Gate:
                 return self.find_config(ckpt)
             except (configs.ConfigNotFound, configs.AmbiguousConfig) as exc:
                 note = self.recovery_notes.get(ckpt.relpath)
+                if note is None and isinstance(exc, configs.ConfigNotFound) and not exc.hint:
+                    note = self.settings.fix_hint  # in the command the user ran
                 raise exc if note is None else exc.with_hint(note) from None
 
         return self._stage(ckpt, Check.CONFIG_PRESENT, "", run)
@@ -254,7 +262,12 @@ class Gate:
         except configs.SeveralConfigs as several:
             definitions = [self.definition(resolved) for resolved in several.found]
             return agreement.choose(
-                several.found, definitions, lambda: self.stored_definition(ckpt), relpath=ckpt.relpath, stem=ckpt.stem
+                several.found,
+                definitions,
+                lambda: self.stored_definition(ckpt),
+                relpath=ckpt.relpath,
+                stem=ckpt.stem,
+                command=self.settings.command,
             )
         except configs.ConfigNotFound as missing:
             try:
@@ -265,7 +278,7 @@ class Gate:
                 ) from None
             why = "none stored" if own is None else self.unbuildable(own)
             if why is not None:
-                hint = "run pytest with --fix to recover it"
+                hint = self.settings.fix_hint
                 raise missing.with_hint(hint, f"the checkpoint's hyper_parameters ({why})") from None
             assert own is not None
             return own

@@ -286,6 +286,15 @@ def _value(config: pytest.Config, name: str) -> Any:
     return cli if cli not in (None, []) else config.getini(name)
 
 
+def checks_command(config: pytest.Config) -> str:
+    """How the user ran the checks, for hints that say what to run next: ``pytest --pyargs ckptgate.checks``,
+    ``pytest checks/``, or ``pytest`` (its testpaths)."""
+    given = config.args_source == pytest.Config.ArgsSource.ARGS
+    targets = [str(arg) for arg in config.args] if given else []
+    shown = [*targets[:3], "..."] if len(targets) > 3 else targets
+    return " ".join(["pytest", *(["--pyargs"] if config.getoption("pyargs", False) else []), *shown])
+
+
 def _tolerance(config: pytest.Config, name: str) -> float:
     text = str(_value(config, name))
     try:
@@ -352,6 +361,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         pins_update=bool(config.getoption("ckpt_pins_update")),
         pin_rtol=rtol,
         pin_atol=atol,
+        command=checks_command(config),
         allow_empty=bool(config.getoption("ckpt_allow_empty") or config.getini("ckpt_allow_empty")),
     )
 
