@@ -20,7 +20,7 @@ import pytest
 import torch
 from ckptgate import baseline, pins, results
 
-from conftest import REPO, model_section
+from conftest import REPO, model_section, wandb_run
 
 CHECKS = ("--pyargs", "ckptgate.checks", "--ckpt-device", "cpu", "-p", "no:randomly")
 
@@ -401,3 +401,21 @@ def test_a_kept_file_that_is_not_utf8_is_refused_by_name_and_left_alone(
     with pytest.raises(error, match=r"kept.json: cannot read it as JSON: 'utf-8' codec can't decode"):
         load(path)
     assert path.read_bytes() == b'{"format": "\xff"}'
+
+
+def test_a_config_fix_recovers_is_pinned_only_once_the_user_asks(
+    pytester: pytest.Pytester, pinned_tree: Callable[..., Any], gate_tree: Callable[..., Path]
+) -> None:
+    pinned_tree("--ckpt-pins-update")
+    before = (pytester.path / "pins.json").read_text()
+    gate_tree("exp_20251017_215423/checkpoints/best.ckpt")  # no config: --fix finds it in a wandb run
+    wandb_run(pytester.path, "run-20251017_215424-j8v6ba0v", {"model": model_section(act="relu")})
+    recovered = "exp_20251017_215423/checkpoints/best.ckpt"
+
+    result, statuses, _ = pinned_tree("--fix")
+
+    assert result.ret == pytest.ExitCode.OK
+    assert statuses == {**dict.fromkeys(ALL, "usable pinned"), recovered: "usable unpinned"}
+    assert (pytester.path / "pins.json").read_text() == before  # --fix wrote a sidecar, not a pin
+    pinned_tree("--ckpt-pins-update")
+    assert pinned_tree()[1] == dict.fromkeys([*ALL, recovered], "usable pinned")
