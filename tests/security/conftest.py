@@ -8,6 +8,7 @@ import hashlib
 import os
 import stat
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,23 @@ def armed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in set(sys.modules) - before:  # a payload module imported by a failing test: do not leak it
         if name.startswith("ckg_payload_"):
             del sys.modules[name]
+
+
+# The positive controls' loader: each file given is loaded the unsafe way, as a user's own torch.load would.
+UNSAFE_LOAD = textwrap.dedent(
+    """
+    import sys, time, warnings
+    import torch
+
+    warnings.simplefilter("ignore")
+    for path in sys.argv[1:]:
+        try:
+            torch.load(path, weights_only=False)
+        except BaseException as exc:  # many payloads break the load after they ran; said, for a miss
+            print(path, "->", type(exc).__name__, str(exc)[:300].replace("\\n", " "))
+    time.sleep(0.5)
+    """
+)
 
 
 def fired(markers: Path) -> list[str]:

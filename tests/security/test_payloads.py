@@ -15,7 +15,6 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from omegaconf import OmegaConf
 
 from conftest import model_section, pythonpath
 from security import corpus
-from security.conftest import fingerprint, fired
+from security.conftest import UNSAFE_LOAD, fingerprint, fired
 from security.figures import record
 
 CHECKS = ("--pyargs", "ckptgate.checks", "--ckpt-device", "cpu", "-p", "no:cacheprovider")
@@ -94,21 +93,6 @@ def test_an_archive_announcing_too_many_entries_is_refused_before_it_is_listed(
 
 # ----------------------------------------------------------------------------------- positive control
 
-CONTROL = textwrap.dedent(
-    """
-    import sys, time, warnings
-    import torch
-
-    warnings.simplefilter("ignore")
-    for path in sys.argv[1:]:
-        try:
-            torch.load(path, weights_only=False)
-        except BaseException as exc:  # many payloads break the load after they ran; said, for a miss
-            print(path, "->", type(exc).__name__, str(exc)[:300].replace("\\n", " "))
-    time.sleep(0.5)
-    """
-)
-
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_the_payloads_are_live_under_plain_pickle_loading(
@@ -118,7 +102,7 @@ def test_the_payloads_are_live_under_plain_pickle_loading(
     built = {variant: build(variant, tmp_path / "files", armed, base_checkpoint) for variant in corpus.PAYLOADS}
     env = {"PYTHONPATH": pythonpath(armed), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-c", CONTROL, *(str(path) for path, _ in built.values())],
+        [sys.executable, "-c", UNSAFE_LOAD, *(str(path) for path, _ in built.values())],
         cwd=tmp_path,
         env=env,
         capture_output=True,

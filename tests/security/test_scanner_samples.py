@@ -45,7 +45,6 @@ import runpy
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 import warnings
 import webbrowser
@@ -62,7 +61,7 @@ from ckptgate.errors import CheckError
 
 from conftest import model_section, pythonpath
 from security import corpus
-from security.conftest import fired
+from security.conftest import UNSAFE_LOAD, fired
 from security.figures import record
 
 NOTHING_RAN = "Nothing in the file was executed"
@@ -687,22 +686,6 @@ def test_each_scanner_sample_gets_its_class_of_message_and_runs_nothing(
     assert path.read_bytes() == sample.data  # reading changed nothing
 
 
-CONTROL = textwrap.dedent(
-    """
-    import sys, time, warnings
-    import torch
-
-    warnings.simplefilter("ignore")
-    for path in sys.argv[1:]:
-        try:
-            torch.load(path, weights_only=False)
-        except BaseException as exc:  # most payloads break the load after they ran; said, for a miss
-            print(path, "->", type(exc).__name__, str(exc)[:200].replace("\\n", " "))
-    time.sleep(0.5)
-    """
-)
-
-
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_the_live_samples_run_their_payload_under_plain_torch_load(
     tmp_path: Path, armed: Path, record_property: Any
@@ -712,7 +695,7 @@ def test_the_live_samples_run_their_payload_under_plain_torch_load(
     live = {name: path for name, (path, sample) in built.items() if sample.live}
     env = {"PYTHONPATH": pythonpath(armed), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
-        [sys.executable, "-c", CONTROL, *map(str, live.values())],
+        [sys.executable, "-c", UNSAFE_LOAD, *map(str, live.values())],
         cwd=tmp_path,
         env=env,
         capture_output=True,
