@@ -432,7 +432,8 @@ def test_the_ci_recipe_parses_and_uses_only_real_options(pytester: pytest.Pytest
     options = {token.split("=")[0] for command in commands for token in command.split() if token.startswith("--")}
     help_text = pytester.runpytest("--help").stdout.str()
     pytest_options = {o for o in options if o.startswith(("--ckpt", "--fix"))}
-    assert pytest_options >= {"--ckpt-outputs", "--ckpt-shard", "--ckpt-baseline", "--ckpt-json", "--fix-dry-run"}
+    expected = {"--ckpt-outputs", "--ckpt-shard", "--ckpt-baseline", "--ckpt-pins", "--ckpt-json", "--fix-dry-run"}
+    assert pytest_options >= expected
     for option in pytest_options:
         assert re.search(rf"^\s+{re.escape(option)}\b", help_text, re.M), f"{option} is not a real option"
     shards = workflow["jobs"]["gate"]["strategy"]["matrix"]["shard"]
