@@ -20,3 +20,8 @@ def check_label(item: pytest.Item) -> str:
     callspec = getattr(item, "callspec", None)
     device = callspec.params.get("ckpt_device") if callspec is not None else None
     return f"{name}[{device}]" if device else name
+
+
+def label_device(label: str) -> str:
+    """The device of a check label: ``cpu`` for ``forward[cpu]``, "" for a check that runs on none."""
+    return label.partition("[")[2].removesuffix("]")

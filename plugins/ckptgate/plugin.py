@@ -63,6 +63,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, dest=ini, default=None if ini_type != "linelist" else [], help=help, **kw)
         parser.addini(ini, help=help, type=ini_type, default=default)  # type: ignore[arg-type]
 
+    def switch(flag: str, ini: str, help: str, ini_help: str = "") -> None:
+        """An on/off option and its bool ini twin (read with :func:`_switch`)."""
+        group.addoption(flag, dest=ini, action="store_true", default=None, help=help)
+        parser.addini(ini, type="bool", default=False, help=ini_help or f"see {flag}")
+
     option(
         "--ckpt-outputs",
         "ckpt_outputs",
@@ -221,14 +226,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         metavar="GLOB",
     )
-    group.addoption(
+    switch(
         "--ckpt-allow-empty",
-        dest="ckpt_allow_empty",
-        action="store_true",
-        default=None,
-        help="an outputs dir without any checkpoint passes (by default it fails: a typo in a path is no green gate)",
+        "ckpt_allow_empty",
+        "an outputs dir without any checkpoint passes (by default it fails: a typo in a path is no green gate)",
     )
-    parser.addini("ckpt_allow_empty", type="bool", default=False, help="see --ckpt-allow-empty")
     group.addoption(
         "--ckpt-shard",
         dest="ckpt_shard",
@@ -248,14 +250,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="print what --fix would do, candidate by candidate; write nothing",
     )
-    group.addoption(
+    switch(
         "--ckpt-trust-pickle",
-        dest="ckpt_trust_pickle",
-        action="store_true",
-        default=None,
-        help="load checkpoints with weights_only=False: lets a checkpoint's pickle RUN CODE; only for files you trust",
+        "ckpt_trust_pickle",
+        "load checkpoints with weights_only=False: lets a checkpoint's pickle RUN CODE; only for files you trust",
+        "see --ckpt-trust-pickle (runs pickled code)",
     )
-    parser.addini("ckpt_trust_pickle", type="bool", default=False, help="see --ckpt-trust-pickle (runs pickled code)")
     resultcache.addoption(parser)  # --ckpt-cache / ckpt_cache
     preselect.addini(parser)  # ckpt_k_preselect
 
@@ -295,14 +295,21 @@ def checks_command(config: pytest.Config) -> str:
     return " ".join(["pytest", *(["--pyargs"] if config.getoption("pyargs", False) else []), *shown])
 
 
-def _tolerance(config: pytest.Config, name: str) -> float:
+def _switch(config: pytest.Config, name: str) -> bool:
+    """An on/off option: on when given on the command line or set in the ini."""
+    return bool(config.getoption(name) or config.getini(name))
+
+
+def _non_negative(config: pytest.Config, name: str, shown: str, expected: str) -> float:
+    """A number option of 0 or more (a tolerance); anything else, inf and nan included, raises ValueError
+    naming the option as ``shown``."""
     text = str(_value(config, name))
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not 0 <= value < float("inf"):
-        raise ValueError(f"{name} / --{name.replace('_', '-')} {text!r}: expected a number, 0 or more, e.g. 1e-4")
+        raise ValueError(f"{shown} {text!r}: expected {expected}")
     return value
 
 
@@ -338,7 +345,10 @@ def settings_from(config: pytest.Config) -> GateSettings:
         forward_kwargs = parse_forward_kwargs(_value(config, "ckpt_forward_kwargs") or ())
         shard = sharding.parse(config.getoption("ckpt_shard")) if config.getoption("ckpt_shard") else None
         patterns = discovery.check_patterns(_value(config, "ckpt_patterns") or discovery.DEFAULT_PATTERNS)
-        rtol, atol = (_tolerance(config, name) for name in ("ckpt_pin_rtol", "ckpt_pin_atol"))
+        rtol, atol = (
+            _non_negative(config, name, f"{name} / --{name.replace('_', '-')}", "a number, 0 or more, e.g. 1e-4")
+            for name in ("ckpt_pin_rtol", "ckpt_pin_atol")
+        )
     except (SpecError, ValueError) as exc:
         raise pytest.UsageError(str(exc)) from None
     return GateSettings(
@@ -350,7 +360,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         lightning_module=module,
         input_shape=shape,
         forward_kwargs=tuple(forward_kwargs.items()),
-        trust_pickle=bool(config.getoption("ckpt_trust_pickle") or config.getini("ckpt_trust_pickle")),
+        trust_pickle=_switch(config, "ckpt_trust_pickle"),
         target_allow=tuple(_value(config, "ckpt_target_allow") or ()),
         safe_globals=tuple(_value(config, "ckpt_safe_globals") or ()),
         hparams_ignore=tuple(_value(config, "ckpt_hparams_ignore") or ()),
@@ -362,7 +372,7 @@ def settings_from(config: pytest.Config) -> GateSettings:
         pin_rtol=rtol,
         pin_atol=atol,
         command=checks_command(config),
-        allow_empty=bool(config.getoption("ckpt_allow_empty") or config.getini("ckpt_allow_empty")),
+        allow_empty=_switch(config, "ckpt_allow_empty"),
     )
 
 
@@ -379,13 +389,12 @@ def check_usable(config: pytest.Config, settings: GateSettings) -> None:
 
 
 def recovery_settings_from(config: pytest.Config, gate: Gate) -> RecoverySettings:
-    text = str(_value(config, "ckpt_time_tolerance"))
     try:
-        tolerance = float(text)
-    except ValueError:
-        tolerance = -1.0
-    if not 0 <= tolerance < float("inf"):
-        raise pytest.UsageError(f"--ckpt-time-tolerance {text!r}: expected a number of seconds, 0 or more, e.g. 120")
+        tolerance = _non_negative(
+            config, "ckpt_time_tolerance", "--ckpt-time-tolerance", "a number of seconds, 0 or more, e.g. 120"
+        )
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     given = _paths(config, "ckpt_wandb")
     for wandb_dir in given:
         if not wandb_dir.is_dir():

@@ -18,7 +18,7 @@ import pytest
 from ckptgate import baseline, markdown, pins, report, results
 from ckptgate.errors import first_line
 from ckptgate.gate import CheckFailed, Gate
-from ckptgate.items import check_label, checkpoint_of
+from ckptgate.items import check_label, checkpoint_of, label_device
 from ckptgate.report import CHECK, CKPT, PIN_TAKEN, outcome_of
 
 
@@ -129,7 +129,7 @@ class GateReporter:
 
     def _pin_properties(self, record: Any, label: str) -> list[tuple[str, Any]]:
         """A forward check's pin status, and with ``--ckpt-pins-update`` the pin it took (for the controller)."""
-        key = f"{record.relpath}@{label.partition('[')[2].rstrip(']')}"
+        key = f"{record.relpath}@{label_device(label)}"
         status = self.gate.pin_status.get(key)
         if status is None:
             return []
@@ -142,7 +142,7 @@ class GateReporter:
         taken = next((value for name, value in report.user_properties if name == PIN_TAKEN), None)
         if taken is not None:
             relpath = dict(report.user_properties)[CKPT]
-            device = dict(report.user_properties)[CHECK].partition("[")[2].rstrip("]")
+            device = label_device(dict(report.user_properties)[CHECK])
             if relpath not in self.pins_taken or device == "cpu":  # a CPU pin is the reference
                 self.pins_taken[relpath] = pins.Pin.from_json(json.loads(taken))
 
