@@ -7,15 +7,18 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from conftest import pythonpath
 from security.figures import register
 
 
@@ -45,7 +48,7 @@ def armed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
 
 # The positive controls' loader: each file given is loaded the unsafe way, as a user's own torch.load would.
-UNSAFE_LOAD = textwrap.dedent(
+_UNSAFE_LOAD = textwrap.dedent(
     """
     import sys, time, warnings
     import torch
@@ -59,6 +62,30 @@ UNSAFE_LOAD = textwrap.dedent(
     time.sleep(0.5)
     """
 )
+
+
+def load_unsafely(paths: Iterable[Path], cwd: Path, markers: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Every file loaded with plain ``torch.load(weights_only=False)`` in a subprocess (the positive controls:
+    what the gate refuses really runs that way); a ``webbrowser.open`` payload runs ``touch``, no browser."""
+    env = {"PYTHONPATH": pythonpath(markers), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", _UNSAFE_LOAD, *map(str, paths)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+def fired_within(markers: Path, expected: set[str], seconds: float = 10) -> set[str]:
+    """The markers fired once ``expected`` all are, or ``seconds`` passed (a Popen payload needs a moment)."""
+    deadline = time.monotonic() + seconds
+    while not expected <= set(fired(markers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return set(fired(markers))
 
 
 def fired(markers: Path) -> list[str]:

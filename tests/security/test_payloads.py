@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,9 +25,9 @@ from ckptgate import loading
 from ckptgate.errors import CheckError
 from omegaconf import OmegaConf
 
-from conftest import model_section, pythonpath
+from conftest import model_section
 from security import corpus
-from security.conftest import UNSAFE_LOAD, fingerprint, fired
+from security.conftest import fingerprint, fired, fired_within, load_unsafely
 from security.figures import record
 
 CHECKS = ("--pyargs", "ckptgate.checks", "--ckpt-device", "cpu", "-p", "no:cacheprovider")
@@ -100,21 +99,9 @@ def test_the_payloads_are_live_under_plain_pickle_loading(
 ) -> None:
     """The positive control: what the gate refuses really runs when a checkpoint is loaded the unsafe way."""
     built = {variant: build(variant, tmp_path / "files", armed, base_checkpoint) for variant in corpus.PAYLOADS}
-    env = {"PYTHONPATH": pythonpath(armed), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", UNSAFE_LOAD, *(str(path) for path, _ in built.values())],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    deadline = time.monotonic() + 10
+    done = load_unsafely((path for path, _ in built.values()), tmp_path, armed, timeout=120)
     expected = {marker_for(armed, v).name for v, (_, b) in built.items() if b.live}
-    while not expected <= set(fired(armed)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    missing = sorted(expected - set(fired(armed)))
+    missing = sorted(expected - fired_within(armed, expected))
     paths = {marker_for(armed, v).name: str(path) for v, (path, _) in built.items()}
     said = [line for line in done.stdout.splitlines() if any(line.startswith(paths[m] + " ") for m in missing)]
     assert missing == [], f"payloads that did not run under torch.load(weights_only=False): {missing}; {said}"

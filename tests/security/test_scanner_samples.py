@@ -44,7 +44,6 @@ import re
 import runpy
 import struct
 import subprocess
-import sys
 import time
 import warnings
 import webbrowser
@@ -59,9 +58,9 @@ import torch
 from ckptgate import loading
 from ckptgate.errors import CheckError
 
-from conftest import model_section, pythonpath
+from conftest import model_section
 from security import corpus
-from security.conftest import UNSAFE_LOAD, fired
+from security.conftest import fired, fired_within, load_unsafely
 from security.figures import record
 
 NOTHING_RAN = "Nothing in the file was executed"
@@ -693,21 +692,9 @@ def test_the_live_samples_run_their_payload_under_plain_torch_load(
     """The positive control: what the gate refuses without running really runs when loaded the unsafe way."""
     built = {name: write(name, tmp_path / "files", armed) for name in SAMPLES}
     live = {name: path for name, (path, sample) in built.items() if sample.live}
-    env = {"PYTHONPATH": pythonpath(armed), "BROWSER": "touch", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", UNSAFE_LOAD, *map(str, live.values())],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    done = load_unsafely(live.values(), tmp_path, armed, timeout=180)
     expected = {marker_for(armed, name).name for name in live}
-    deadline = time.monotonic() + 10
-    while not expected <= set(fired(armed)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    missing = sorted(expected - set(fired(armed)))
+    missing = sorted(expected - fired_within(armed, expected))
     assert missing == [], (missing, done.stdout[-3000:])
     # the samples that are not live stay so under the unsafe load too (zip entries torch never reads...)
     assert set(fired(armed)) == expected
