@@ -139,10 +139,10 @@ class GateReporter:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.summary.add(report.user_properties, report.when or "call", outcome_of(report), report.nodeid)
-        taken = next((value for name, value in report.user_properties if name == PIN_TAKEN), None)
+        props = dict(report.user_properties)
+        taken = props.get(PIN_TAKEN)
         if taken is not None:
-            relpath = dict(report.user_properties)[CKPT]
-            device = label_device(dict(report.user_properties)[CHECK])
+            relpath, device = props[CKPT], label_device(props[CHECK])
             if relpath not in self.pins_taken or device == "cpu":  # a CPU pin is the reference
                 self.pins_taken[relpath] = pins.Pin.from_json(json.loads(taken))
 
